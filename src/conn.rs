@@ -1,0 +1,203 @@
+//! One client connection as the rest of the node sees it: an id, a codec, and a bounded
+//! outbound queue that producers push to without ever waiting. Owns no socket.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{CloseCode, Codec};
+
+/// A connection id, unique within one node's lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl ConnId {
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a push was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue is over its byte or frame bound: the connection is a slow consumer.
+    Full,
+    /// The connection is closing; the frame is not needed any more.
+    Closed,
+}
+
+pub struct Conn {
+    pub id: ConnId,
+    pub codec: Codec,
+    max_bytes: usize,
+    max_frames: usize,
+    state: Mutex<Queue>,
+    /// Wakes the writer task; `notify_one` keeps a permit, so a wake-up is never lost.
+    wake: Notify,
+    /// Cancelled when the connection must end now: both socket tasks watch it.
+    cancel: CancellationToken,
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    close: Option<CloseCode>,
+}
+
+/// What the writer should do next.
+pub enum Batch {
+    /// Write these frames, in order.
+    Frames(Vec<Bytes>),
+    /// Everything queued before the close has been handed out: send this close and stop.
+    Close(CloseCode),
+}
+
+impl Conn {
+    pub fn new(codec: Codec, max_bytes: usize, max_frames: usize) -> Self {
+        Self {
+            id: ConnId::next(),
+            codec,
+            max_bytes,
+            max_frames,
+            state: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Queues a ready frame for the writer. Never blocks.
+    pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        let mut q = self.state.lock();
+        if q.close.is_some() {
+            return Err(PushError::Closed);
+        }
+        if q.frames.len() >= self.max_frames || q.bytes + frame.len() > self.max_bytes {
+            return Err(PushError::Full);
+        }
+        q.bytes += frame.len();
+        q.frames.push_back(frame);
+        drop(q);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Asks for an orderly close: frames already queued are still written, then the close
+    /// frame. The first close asked for wins.
+    pub fn close(&self, code: CloseCode) {
+        let mut q = self.state.lock();
+        if q.close.is_none() {
+            q.close = Some(code);
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Ends the connection now, dropping what is queued: for slow consumers, whose socket
+    /// may never drain, and for errors. The writer still tries a close frame, briefly.
+    pub fn abort(&self, code: CloseCode) {
+        let mut q = self.state.lock();
+        if q.close.is_none() {
+            q.close = Some(code);
+        }
+        q.frames.clear();
+        q.bytes = 0;
+        drop(q);
+        self.wake.notify_one();
+        self.cancel.cancel();
+    }
+
+    /// The close asked for, if any.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        self.state.lock().close
+    }
+
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Frames queued and not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.state.lock().frames.len()
+    }
+
+    /// Waits until there is something for the writer, then takes all of it at once so the
+    /// writer can put every ready frame into one write.
+    pub async fn next_batch(&self) -> Batch {
+        loop {
+            {
+                let mut q = self.state.lock();
+                if !q.frames.is_empty() {
+                    q.bytes = 0;
+                    return Batch::Frames(std::mem::take(&mut q.frames).into());
+                }
+                if let Some(code) = q.close {
+                    return Batch::Close(code);
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_by_frames_and_bytes() {
+        let conn = Conn::new(Codec::Json, 10, 2);
+        assert_eq!(conn.push(Bytes::from_static(b"1234")), Ok(()));
+        assert_eq!(
+            conn.push(Bytes::from_static(b"1234567")),
+            Err(PushError::Full)
+        );
+        assert_eq!(conn.push(Bytes::from_static(b"12")), Ok(()));
+        assert_eq!(conn.push(Bytes::from_static(b"1")), Err(PushError::Full));
+    }
+
+    #[tokio::test]
+    async fn close_after_queued_frames() {
+        let conn = Conn::new(Codec::Json, 100, 10);
+        conn.push(Bytes::from_static(b"a")).unwrap();
+        conn.close(CloseCode::GoingAway);
+        assert_eq!(conn.push(Bytes::from_static(b"b")), Err(PushError::Closed));
+        assert!(matches!(conn.next_batch().await, Batch::Frames(f) if f.len() == 1));
+        assert!(matches!(
+            conn.next_batch().await,
+            Batch::Close(CloseCode::GoingAway)
+        ));
+    }
+
+    #[tokio::test]
+    async fn abort_drops_queued_frames() {
+        let conn = Conn::new(Codec::Json, 100, 10);
+        conn.push(Bytes::from_static(b"a")).unwrap();
+        conn.abort(CloseCode::SlowConsumer);
+        assert!(conn.is_cancelled());
+        assert!(matches!(
+            conn.next_batch().await,
+            Batch::Close(CloseCode::SlowConsumer)
+        ));
+    }
+}

@@ -1,0 +1,67 @@
+//! The `roomcast` binary: settings, logging, signals, and the exit code.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use roomcast::node::Node;
+use roomcast::settings::{Cli, Settings};
+
+/// EX_USAGE from sysexits.h: the configuration is wrong.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&cli, None) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("roomcast: configuration error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(error) = roomcast::telemetry::init(&settings.log) {
+        eprintln!("roomcast: configuration error: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "roomcast failed");
+            eprintln!("roomcast: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let listen = settings.listen;
+    let node = Node::new(settings).context("cannot start the node")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let shutdown = node.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        shutdown.cancel();
+    });
+    roomcast::server::serve(listener, node).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

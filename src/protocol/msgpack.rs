@@ -1,0 +1,92 @@
+//! The MessagePack codec (`roomcast.v1.msgpack`, binary frames): the JSON protocol's
+//! fields, as a MessagePack map. `data` must be JSON-compatible (see PROTOCOL.md).
+
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer};
+
+use super::{DataError, ErrorCode, Field, Fields, Rejection, ServerMsg};
+use crate::channel::ChannelName;
+
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default)]
+    id: Option<rmpv::Value>,
+    #[serde(default)]
+    op: Option<rmpv::Value>,
+    #[serde(default)]
+    channel: Option<rmpv::Value>,
+    #[serde(default, deserialize_with = "present")]
+    data: Option<rmpv::Value>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<rmpv::Value>, D::Error> {
+    rmpv::Value::deserialize(d).map(Some)
+}
+
+pub(super) fn decode(payload: &[u8]) -> Result<Fields, Rejection> {
+    // rmp-serde would also accept a struct as an array of its fields; the protocol does not.
+    if !matches!(payload.first(), Some(0x80..=0x8f | 0xde | 0xdf)) {
+        return Err(Rejection::new(
+            None,
+            ErrorCode::BadRequest,
+            "not a MessagePack map",
+        ));
+    }
+    let wire: Wire = rmp_serde::from_slice(payload).map_err(|e| {
+        Rejection::new(
+            None,
+            ErrorCode::BadRequest,
+            format!("not a MessagePack map: {e}"),
+        )
+    })?;
+    let id = wire
+        .id
+        .map(|v| v.as_u64().map_or(Field::WrongType, Field::Ok));
+    let string = |v: rmpv::Value| match v {
+        rmpv::Value::String(s) => s.into_str().map_or(Field::WrongType, Field::Ok),
+        _ => Field::WrongType,
+    };
+    let data = match wire.data {
+        Some(value) => Some(to_json(&value).map_err(|e| {
+            let id = match &id {
+                Some(Field::Ok(id)) => Some(*id),
+                _ => None,
+            };
+            Rejection::new(id, ErrorCode::BadRequest, e.to_string())
+        })?),
+        None => None,
+    };
+    Ok(Fields {
+        id,
+        op: wire.op.map(string),
+        channel: wire.channel.map(string),
+        data,
+    })
+}
+
+fn to_json(value: &rmpv::Value) -> Result<Bytes, DataError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| DataError::NotRepresentable(e.to_string()))
+}
+
+pub(super) fn encode(msg: &ServerMsg<'_>) -> Vec<u8> {
+    // Serialising these plain structs into a Vec cannot fail.
+    rmp_serde::to_vec_named(msg).unwrap_or_default()
+}
+
+/// The `message` push: a 3-entry map whose `data` is transcoded from the JSON payload.
+pub(super) fn encode_message(channel: &ChannelName, data: &[u8]) -> Result<Vec<u8>, DataError> {
+    let mut out = Vec::with_capacity(32 + channel.as_str().len() + data.len());
+    let bad = |e: &dyn std::fmt::Display| DataError::NotRepresentable(e.to_string());
+    rmp::encode::write_map_len(&mut out, 3).map_err(|e| bad(&e))?;
+    for (key, value) in [("op", "message"), ("channel", channel.as_str())] {
+        rmp::encode::write_str(&mut out, key).map_err(|e| bad(&e))?;
+        rmp::encode::write_str(&mut out, value).map_err(|e| bad(&e))?;
+    }
+    rmp::encode::write_str(&mut out, "data").map_err(|e| bad(&e))?;
+    let mut de = serde_json::Deserializer::from_slice(data);
+    let mut ser = rmp_serde::Serializer::new(&mut out);
+    serde_transcode::transcode(&mut de, &mut ser).map_err(|e| bad(&e))?;
+    Ok(out)
+}

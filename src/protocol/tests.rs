@@ -1,0 +1,142 @@
+use super::*;
+
+fn json(s: &str) -> Result<Command, Rejection> {
+    Codec::Json.decode(s.as_bytes())
+}
+
+fn code(r: Result<Command, Rejection>) -> (Option<u64>, ErrorCode) {
+    let r = r.expect_err("expected a rejection");
+    (r.id, r.code)
+}
+
+#[test]
+fn decodes_every_op() {
+    let ch = ChannelName::parse("chat:lobby").unwrap();
+    assert_eq!(
+        json(r#"{"id":1,"op":"subscribe","channel":"chat:lobby"}"#),
+        Ok(Command::Subscribe {
+            id: 1,
+            channel: ch.clone()
+        })
+    );
+    assert_eq!(
+        json(r#"{"id":2,"op":"unsubscribe","channel":"chat:lobby"}"#),
+        Ok(Command::Unsubscribe {
+            id: 2,
+            channel: ch.clone()
+        })
+    );
+    assert_eq!(
+        json(r#"{"id":3,"op":"publish","channel":"chat:lobby","data":{"a":[1,2]}}"#),
+        Ok(Command::Publish {
+            id: 3,
+            channel: ch,
+            data: Bytes::from_static(br#"{"a":[1,2]}"#)
+        })
+    );
+    assert_eq!(json(r#"{"id":4,"op":"ping"}"#), Ok(Command::Ping { id: 4 }));
+}
+
+#[test]
+fn null_data_is_data() {
+    let cmd = json(r#"{"id":1,"op":"publish","channel":"c","data":null}"#).unwrap();
+    assert!(matches!(cmd, Command::Publish { data, .. } if &data[..] == b"null"));
+}
+
+#[test]
+fn errors_keep_the_id_when_readable() {
+    assert_eq!(code(json("not json")), (None, ErrorCode::BadRequest));
+    assert_eq!(code(json("[1,2]")), (None, ErrorCode::BadRequest));
+    assert_eq!(
+        code(json(r#"{"op":"ping"}"#)),
+        (None, ErrorCode::BadRequest)
+    );
+    assert_eq!(
+        code(json(r#"{"id":"x","op":"ping"}"#)),
+        (None, ErrorCode::BadRequest)
+    );
+    assert_eq!(
+        code(json(r#"{"id":-1,"op":"ping"}"#)),
+        (None, ErrorCode::BadRequest)
+    );
+    assert_eq!(
+        code(json(r#"{"id":9007199254740992,"op":"ping"}"#)),
+        (None, ErrorCode::BadRequest)
+    );
+    assert_eq!(code(json(r#"{"id":5}"#)), (Some(5), ErrorCode::BadRequest));
+    assert_eq!(
+        code(json(r#"{"id":5,"op":7}"#)),
+        (Some(5), ErrorCode::BadRequest)
+    );
+    assert_eq!(
+        code(json(r#"{"id":5,"op":"dance"}"#)),
+        (Some(5), ErrorCode::UnknownOp)
+    );
+    assert_eq!(
+        code(json(r#"{"id":5,"op":"subscribe"}"#)),
+        (Some(5), ErrorCode::BadRequest)
+    );
+    assert_eq!(
+        code(json(r#"{"id":5,"op":"subscribe","channel":3}"#)),
+        (Some(5), ErrorCode::BadRequest)
+    );
+    assert_eq!(
+        code(json(r#"{"id":5,"op":"subscribe","channel":"a b"}"#)),
+        (Some(5), ErrorCode::BadChannel)
+    );
+    assert_eq!(
+        code(json(r#"{"id":5,"op":"publish","channel":"c"}"#)),
+        (Some(5), ErrorCode::BadRequest)
+    );
+}
+
+#[test]
+fn msgpack_roundtrips_the_same_fields() {
+    let mut buf = Vec::new();
+    rmp::encode::write_map_len(&mut buf, 4).unwrap();
+    for (k, v) in [("op", "publish"), ("channel", "chat:x")] {
+        rmp::encode::write_str(&mut buf, k).unwrap();
+        rmp::encode::write_str(&mut buf, v).unwrap();
+    }
+    rmp::encode::write_str(&mut buf, "id").unwrap();
+    rmp::encode::write_uint(&mut buf, 7).unwrap();
+    rmp::encode::write_str(&mut buf, "data").unwrap();
+    rmp::encode::write_array_len(&mut buf, 2).unwrap();
+    rmp::encode::write_str(&mut buf, "hi").unwrap();
+    rmp::encode::write_nil(&mut buf).unwrap();
+    let cmd = Codec::Msgpack.decode(&buf).unwrap();
+    let Command::Publish { id, data, .. } = cmd else {
+        panic!("{cmd:?}")
+    };
+    assert_eq!(id, 7);
+    assert_eq!(&data[..], br#"["hi",null]"#);
+
+    let frame = Codec::Msgpack
+        .encode_message(&ChannelName::parse("chat:x").unwrap(), &data)
+        .unwrap();
+    let value: rmpv::Value = rmp_serde::from_slice(&frame[2..]).unwrap();
+    assert_eq!(value["op"].as_str(), Some("message"));
+    assert_eq!(value["data"][0].as_str(), Some("hi"));
+    assert!(value["data"][1].is_nil());
+}
+
+#[test]
+fn json_message_splices_data_verbatim() {
+    let frame = Codec::Json
+        .encode_message(&ChannelName::parse("chat:x").unwrap(), br#"{"t":"hi"}"#)
+        .unwrap();
+    assert_eq!(
+        &frame[2..],
+        br#"{"op":"message","channel":"chat:x","data":{"t":"hi"}}"#
+    );
+}
+
+#[test]
+fn negotiates_first_known_subprotocol() {
+    assert_eq!(Codec::negotiate(None), Ok(None));
+    assert_eq!(
+        Codec::negotiate(Some("x, roomcast.v1.msgpack, roomcast.v1.json")),
+        Ok(Some(Codec::Msgpack))
+    );
+    assert_eq!(Codec::negotiate(Some("mqtt")), Err(()));
+}
