@@ -158,13 +158,16 @@ impl Node {
         !self.is_draining() && self.bus.is_ready()
     }
 
-    /// Closes every connection with 1001, spread evenly over the drain window, then waits
-    /// for the connection tasks to finish, at most `grace` beyond the window.
-    pub async fn drain(&self) {
+    /// First step of shutdown: not ready, no new client connections.
+    pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Closes every connection with 1001, spread evenly over the drain window so that
+    /// clients do not all reconnect elsewhere at the same instant.
+    pub async fn close_clients(&self) {
         let conns: Vec<Arc<Conn>> = self.conns.lock().values().cloned().collect();
         let window = Duration::from_millis(self.settings.shutdown.drain_window_ms);
-        let grace = Duration::from_millis(self.settings.shutdown.grace_ms);
         tracing::info!(connections = conns.len(), ?window, "draining");
         let step = window.checked_div(conns.len() as u32).unwrap_or_default();
         let start = tokio::time::Instant::now();
@@ -172,19 +175,21 @@ impl Node {
             tokio::time::sleep_until(start + step * i as u32).await;
             conn.close(CloseCode::GoingAway);
         }
+        tokio::time::sleep_until(start + window).await;
+    }
+
+    /// Waits for every connection task to end, at most `shutdown.grace_ms`, then drops
+    /// whatever is left.
+    pub async fn finish(&self) {
+        let grace = Duration::from_millis(self.settings.shutdown.grace_ms);
         self.tasks.close();
-        if tokio::time::timeout_at(start + window + grace, self.tasks.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
             let left: Vec<Arc<Conn>> = self.conns.lock().values().cloned().collect();
-            tracing::warn!(
-                connections = left.len(),
-                "drain deadline passed, dropping the rest"
-            );
+            tracing::warn!(connections = left.len(), "grace period over, dropping the rest");
             for conn in left {
                 conn.abort(CloseCode::GoingAway);
             }
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.tasks.wait()).await;
         }
     }
 }

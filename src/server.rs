@@ -13,6 +13,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 use crate::node::Node;
 use crate::protocol::Codec;
@@ -27,30 +28,53 @@ type Reply = Response<Full<Bytes>>;
 /// Takes a bound listener so that tests can use port 0.
 pub async fn serve(listener: TcpListener, node: Arc<Node>) {
     tracing::info!(addr = ?listener.local_addr().ok(), node = %node.id, "listening");
+    // Cancelled once the listener is gone: idle keep-alive HTTP connections then end.
+    let http_closing = CancellationToken::new();
+    let accept = |accepted: std::io::Result<(TcpStream, SocketAddr)>| {
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let task = serve_http(stream, peer, Arc::clone(&node), http_closing.clone());
+                node.tasks.spawn(task);
+            }
+            Err(error) => {
+                // Typically EMFILE (out of file descriptors): log it, and the caller backs off.
+                tracing::warn!(%error, "accept failed");
+                return false;
+            }
+        }
+        true
+    };
     loop {
         let accepted = tokio::select! {
             () = node.shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                node.tasks
-                    .spawn(serve_http(stream, peer, Arc::clone(&node)));
-            }
-            Err(error) => {
-                // Typically EMFILE: out of file descriptors. Back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        if !accept(accepted) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Drain: readiness turns 503 at once, but the port stays open during the window so
+    // that load balancers see it and new WebSocket upgrades are told 503, not refused.
+    node.begin_drain();
+    let closing = node.close_clients();
+    tokio::pin!(closing);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut closing => break,
+            accepted = listener.accept() => accepted,
+        };
+        if !accept(accepted) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     drop(listener);
-    node.drain().await;
+    http_closing.cancel();
+    node.finish().await;
     tracing::info!("drained");
 }
 
-async fn serve_http(stream: TcpStream, peer: SocketAddr, node: Arc<Node>) {
+async fn serve_http(stream: TcpStream, peer: SocketAddr, node: Arc<Node>, closing: CancellationToken) {
     let service = {
         let node = Arc::clone(&node);
         hyper::service::service_fn(move |req| route(req, Arc::clone(&node), peer))
@@ -63,7 +87,7 @@ async fn serve_http(stream: TcpStream, peer: SocketAddr, node: Arc<Node>) {
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        () = node.shutdown.cancelled() => {
+        () = closing.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
