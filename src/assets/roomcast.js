@@ -1,1 +1,214 @@
+/*
+ * roomcast.js: the browser client for roomcast protocol v1 (JSON). Plain JavaScript, no
+ * build step, no dependencies. Served by every node at /roomcast.js.
+ *
+ *   const rc = new RoomcastClient("ws://" + location.host + "/ws");
+ *   rc.on("open", (welcome) => console.log("connected to", welcome.node));
+ *   rc.on("message", (msg) => console.log(msg.channel, msg.data));
+ *   await rc.subscribe("chat:lobby");
+ *   await rc.publish("chat:lobby", { text: "hi" });
+ *
+ * Reconnects by itself with exponential backoff and full jitter, and subscribes again to
+ * every channel it was subscribed to. Requests made while disconnected are rejected with
+ * code "disconnected"; subscriptions made while disconnected are kept and sent on connect.
+ * Spec: proto/PROTOCOL.md.
+ */
+(function (global) {
+  "use strict";
 
+  class RoomcastError extends Error {
+    constructor(code, message) {
+      super(message || code);
+      this.name = "RoomcastError";
+      this.code = code;
+    }
+  }
+
+  class RoomcastClient {
+    /**
+     * @param {string} url  e.g. "ws://localhost:8080/ws"
+     * @param {object} [options]
+     * @param {number} [options.minBackoffMs=500]   first reconnect delay cap
+     * @param {number} [options.maxBackoffMs=15000] largest reconnect delay
+     * @param {number} [options.requestTimeoutMs=10000] reject a request with no reply by then
+     * @param {boolean} [options.autoConnect=true]
+     */
+    constructor(url, options) {
+      const o = options || {};
+      this.url = url;
+      this.minBackoffMs = o.minBackoffMs ?? 500;
+      this.maxBackoffMs = o.maxBackoffMs ?? 15000;
+      this.requestTimeoutMs = o.requestTimeoutMs ?? 10000;
+      this.channels = new Set();
+      this.welcome = null;
+      this._ws = null;
+      this._nextId = 1;
+      this._pending = new Map();
+      this._handlers = new Map();
+      this._attempt = 0;
+      this._timer = null;
+      this._closedByUser = false;
+      if (o.autoConnect !== false) this.connect();
+    }
+
+    /** Registers a handler: "open" (welcome), "message", "close" ({code, reason}),
+     *  "error", "reconnecting" ({delayMs, attempt}), "gap" ({channel}). */
+    on(event, handler) {
+      if (!this._handlers.has(event)) this._handlers.set(event, new Set());
+      this._handlers.get(event).add(handler);
+      return () => this._handlers.get(event).delete(handler);
+    }
+
+    get connected() {
+      return this.welcome !== null && this._ws !== null && this._ws.readyState === 1;
+    }
+
+    connect() {
+      this._closedByUser = false;
+      clearTimeout(this._timer);
+      if (this._ws && this._ws.readyState <= 1) return;
+      let ws;
+      try {
+        ws = new WebSocket(this.url, "roomcast.v1.json");
+      } catch (err) {
+        this._emit("error", err);
+        this._scheduleReconnect(1006);
+        return;
+      }
+      this._ws = ws;
+      ws.onmessage = (ev) => this._onFrame(ev.data);
+      ws.onerror = (ev) => this._emit("error", ev);
+      ws.onclose = (ev) => this._onClose(ws, ev);
+    }
+
+    /** Closes for good: no reconnect. */
+    close() {
+      this._closedByUser = true;
+      clearTimeout(this._timer);
+      if (this._ws) this._ws.close(1000, "bye");
+    }
+
+    subscribe(channel) {
+      this.channels.add(channel);
+      if (!this.connected) return Promise.resolve({ queued: true });
+      return this._request({ op: "subscribe", channel }).catch((err) => {
+        this.channels.delete(channel);
+        throw err;
+      });
+    }
+
+    unsubscribe(channel) {
+      this.channels.delete(channel);
+      if (!this.connected) return Promise.resolve({ queued: true });
+      return this._request({ op: "unsubscribe", channel });
+    }
+
+    publish(channel, data) {
+      return this._request({ op: "publish", channel, data });
+    }
+
+    ping() {
+      return this._request({ op: "ping" });
+    }
+
+    _request(body) {
+      if (!this.connected) {
+        return Promise.reject(new RoomcastError("disconnected", "not connected"));
+      }
+      const id = this._nextId++;
+      const frame = JSON.stringify(Object.assign({ id }, body));
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          this._pending.delete(id);
+          reject(new RoomcastError("timeout", "no reply within " + this.requestTimeoutMs + " ms"));
+        }, this.requestTimeoutMs);
+        this._pending.set(id, { resolve, reject, timer });
+        this._ws.send(frame);
+      });
+    }
+
+    _onFrame(text) {
+      let msg;
+      try {
+        msg = JSON.parse(text);
+      } catch (err) {
+        this._emit("error", err);
+        return;
+      }
+      switch (msg.op) {
+        case "welcome":
+          this.welcome = msg;
+          this._attempt = 0;
+          this._resubscribe();
+          this._emit("open", msg);
+          break;
+        case "message":
+          this._emit("message", msg);
+          break;
+        case "ok":
+        case "error": {
+          const p = this._pending.get(msg.id);
+          if (!p) {
+            if (msg.op === "error") this._emit("error", new RoomcastError(msg.code, msg.message));
+            return;
+          }
+          this._pending.delete(msg.id);
+          clearTimeout(p.timer);
+          if (msg.op === "ok") p.resolve(msg);
+          else p.reject(new RoomcastError(msg.code, msg.message));
+          break;
+        }
+        default:
+          // Pushes added in later protocol versions (e.g. "gap") reach their handlers.
+          this._emit(msg.op, msg);
+      }
+    }
+
+    _resubscribe() {
+      for (const channel of this.channels) {
+        this._request({ op: "subscribe", channel }).catch((err) => {
+          this.channels.delete(channel);
+          this._emit("error", err);
+        });
+      }
+    }
+
+    _onClose(ws, ev) {
+      if (ws !== this._ws) return;
+      this._ws = null;
+      this.welcome = null;
+      for (const [, p] of this._pending) {
+        clearTimeout(p.timer);
+        p.reject(new RoomcastError("disconnected", "connection closed"));
+      }
+      this._pending.clear();
+      this._emit("close", { code: ev.code, reason: ev.reason });
+      if (!this._closedByUser) this._scheduleReconnect(ev.code);
+    }
+
+    _scheduleReconnect(code) {
+      const cap = Math.min(this.maxBackoffMs, this.minBackoffMs * 2 ** this._attempt);
+      // Full jitter spreads a crowd of clients whose node went away over the whole window.
+      let delayMs = Math.random() * cap;
+      if (code === 1013) delayMs = Math.max(delayMs, 5000); // node full: back off harder
+      this._attempt = Math.min(this._attempt + 1, 16);
+      this._emit("reconnecting", { delayMs, attempt: this._attempt, code });
+      this._timer = setTimeout(() => this.connect(), delayMs);
+    }
+
+    _emit(event, arg) {
+      const set = this._handlers.get(event);
+      if (!set) return;
+      for (const h of set) {
+        try {
+          h(arg);
+        } catch (err) {
+          if (event !== "error") this._emit("error", err);
+        }
+      }
+    }
+  }
+
+  global.RoomcastClient = RoomcastClient;
+  global.RoomcastError = RoomcastError;
+})(typeof window !== "undefined" ? window : globalThis);

@@ -1,0 +1,104 @@
+"""Fixtures for the browser tests: a real roomcast node and Debian's headless Chromium."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def roomcast_bin() -> str:
+    path = os.environ.get("ROOMCAST_BIN", str(ROOT / "target" / "debug" / "roomcast"))
+    if not Path(path).exists():
+        pytest.fail(f"roomcast binary not found at {path}; run `cargo build` first")
+    return path
+
+
+class NodeProcess:
+    """A roomcast node as a child process; can be stopped and started on the same port."""
+
+    def __init__(self, port: int, node_id: str, extra=()):
+        self.port = port
+        self.node_id = node_id
+        self.extra = list(extra)
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        args = [roomcast_bin(), "--listen", f"127.0.0.1:{self.port}", "--node-id", self.node_id,
+                "--set", "shutdown.drain_window_ms=200", "--set", "shutdown.grace_ms=1000", *self.extra]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("roomcast did not become ready")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode if self.proc else None
+        self.proc = None
+        return code
+
+
+@pytest.fixture
+def node():
+    n = NodeProcess(free_port(), "browser-a")
+    n.start()
+    yield n
+    n.stop()
+
+
+def chromium_path() -> str:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.fail("chromium not installed (apt-get install chromium chromium-driver)")
+
+
+@pytest.fixture
+def browser():
+    profile = tempfile.mkdtemp(prefix="roomcast-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium_path()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1000,800"):
+        opts.add_argument(flag)
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
+    driver.set_script_timeout(20)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
