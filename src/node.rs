@@ -183,9 +183,15 @@ impl Node {
     pub async fn finish(&self) {
         let grace = Duration::from_millis(self.settings.shutdown.grace_ms);
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
             let left: Vec<Arc<Conn>> = self.conns.lock().values().cloned().collect();
-            tracing::warn!(connections = left.len(), "grace period over, dropping the rest");
+            tracing::warn!(
+                connections = left.len(),
+                "grace period over, dropping the rest"
+            );
             for conn in left {
                 conn.abort(CloseCode::GoingAway);
             }

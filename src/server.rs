@@ -74,7 +74,12 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
     tracing::info!("drained");
 }
 
-async fn serve_http(stream: TcpStream, peer: SocketAddr, node: Arc<Node>, closing: CancellationToken) {
+async fn serve_http(
+    stream: TcpStream,
+    peer: SocketAddr,
+    node: Arc<Node>,
+    closing: CancellationToken,
+) {
     let service = {
         let node = Arc::clone(&node);
         hyper::service::service_fn(move |req| route(req, Arc::clone(&node), peer))

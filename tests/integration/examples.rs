@@ -9,7 +9,9 @@ fn matches(expected: &Value, actual: &Value) -> bool {
     match (expected, actual) {
         (Value::String(s), _) if s == "$any" => true,
         (Value::Object(e), Value::Object(a)) => {
-            e.len() == a.len() && e.iter().all(|(k, v)| a.get(k).is_some_and(|av| matches(v, av)))
+            e.len() == a.len()
+                && e.iter()
+                    .all(|(k, v)| a.get(k).is_some_and(|av| matches(v, av)))
         }
         (Value::Array(e), Value::Array(a)) => {
             e.len() == a.len() && e.iter().zip(a).all(|(e, a)| matches(e, a))
@@ -21,15 +23,20 @@ fn matches(expected: &Value, actual: &Value) -> bool {
 
 #[tokio::test]
 async fn replay_protocol_examples() {
-    let file: Value =
-        serde_json::from_str(include_str!("../../proto/examples.json")).expect("examples.json parses");
+    let file: Value = serde_json::from_str(include_str!("../../proto/examples.json"))
+        .expect("examples.json parses");
     let node = TestNode::start().await;
     let examples = file["examples"].as_array().unwrap();
     assert!(examples.len() >= 10);
     for example in examples {
         let name = example["name"].as_str().unwrap();
         let codecs: Vec<&str> = match example.get("codecs") {
-            Some(list) => list.as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect(),
+            Some(list) => list
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect(),
             None => vec!["json", "msgpack"],
         };
         for codec in codecs {
@@ -40,20 +47,29 @@ async fn replay_protocol_examples() {
                 clients.push(Client::connect(&node.url("/ws"), Some(&protocol)).await);
             }
             for step in example["steps"].as_array().unwrap() {
-                let c = &mut clients[step.get("client").and_then(Value::as_u64).unwrap_or(0) as usize];
+                let c =
+                    &mut clients[step.get("client").and_then(Value::as_u64).unwrap_or(0) as usize];
                 if let Some(msg) = step.get("send") {
                     c.send(msg.clone()).await;
                 } else if let Some(text) = step.get("send_text") {
-                    c.send_raw(Message::Text(text.as_str().unwrap().into())).await;
+                    c.send_raw(Message::Text(text.as_str().unwrap().into()))
+                        .await;
                 } else if let Some(expected) = step.get("expect") {
                     let actual = c.recv().await;
-                    assert!(matches(expected, &actual), "{name} ({codec}): expected {expected}, got {actual}");
+                    assert!(
+                        matches(expected, &actual),
+                        "{name} ({codec}): expected {expected}, got {actual}"
+                    );
                 } else if let Some(expected) = step.get("expect_any_order") {
                     let mut left: Vec<Value> = expected.as_array().unwrap().clone();
                     while !left.is_empty() {
                         let actual = c.recv().await;
                         let at = left.iter().position(|e| matches(e, &actual));
-                        let at = at.unwrap_or_else(|| panic!("{name} ({codec}): unexpected {actual}, expected one of {left:?}"));
+                        let at = at.unwrap_or_else(|| {
+                            panic!(
+                                "{name} ({codec}): unexpected {actual}, expected one of {left:?}"
+                            )
+                        });
                         left.remove(at);
                     }
                 } else {

@@ -18,7 +18,11 @@ async fn pages_health_and_metrics() {
     assert_eq!(node.get("/healthz").await, (200, "ok\n".into()));
     assert_eq!(node.get("/readyz").await, (200, "ready\n".into()));
     assert_eq!(node.get("/nope").await.0, 404);
-    assert_eq!(node.get("/ws").await.0, 400, "plain GET on the WebSocket path");
+    assert_eq!(
+        node.get("/ws").await.0,
+        400,
+        "plain GET on the WebSocket path"
+    );
 
     let mut c = node.json().await;
     c.subscribe("chat:m").await;
@@ -41,11 +45,21 @@ async fn pages_health_and_metrics() {
 #[tokio::test]
 async fn echo_endpoint_echoes_and_can_be_turned_off() {
     let node = TestNode::start().await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(node.url("/echo")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(node.url("/echo"))
+        .await
+        .unwrap();
     ws.send(Message::Text("hello".into())).await.unwrap();
-    ws.send(Message::Binary(vec![0, 1, 2].into())).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("hello".into()));
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Binary(vec![0, 1, 2].into()));
+    ws.send(Message::Binary(vec![0, 1, 2].into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::Text("hello".into())
+    );
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::Binary(vec![0, 1, 2].into())
+    );
     node.stop().await;
 
     let node = TestNode::start_with(|s| s.echo = false).await;
@@ -79,5 +93,8 @@ async fn shutdown_closes_clients_with_1001_and_turns_not_ready() {
         .await
         .unwrap()
         .unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener closed");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
 }

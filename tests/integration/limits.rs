@@ -34,7 +34,10 @@ async fn fragmented_message_is_reassembled() {
     assert_eq!((op, pong.as_slice()), (0xA, &b"mid-message ping"[..]));
     let (op, reply) = raw.read_frame().await.unwrap();
     assert_eq!(op, 1);
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&reply).unwrap(), json!({"op": "ok", "id": 7}));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&reply).unwrap(),
+        json!({"op": "ok", "id": 7})
+    );
     node.stop().await;
 }
 
@@ -65,7 +68,10 @@ async fn broken_framing_closes_1002() {
         raw.send_frame(first, payload).await;
         assert_eq!(raw.close_code().await, Some(1002), "first byte {first:#x}");
     }
-    assert_eq!(node.json().await.request(json!({"op": "ping"})).await["op"], "ok");
+    assert_eq!(
+        node.json().await.request(json!({"op": "ping"})).await["op"],
+        "ok"
+    );
     node.stop().await;
 }
 
@@ -75,9 +81,12 @@ async fn subscription_limit() {
     let mut c = node.json().await;
     c.subscribe("chat:1").await;
     c.subscribe("chat:2").await;
-    let reply = c.request(json!({"op": "subscribe", "channel": "chat:3"})).await;
+    let reply = c
+        .request(json!({"op": "subscribe", "channel": "chat:3"}))
+        .await;
     assert_eq!(reply["code"], "limit_exceeded");
-    c.request(json!({"op": "unsubscribe", "channel": "chat:1"})).await;
+    c.request(json!({"op": "unsubscribe", "channel": "chat:1"}))
+        .await;
     c.subscribe("chat:3").await;
     node.stop().await;
 }
@@ -87,7 +96,9 @@ async fn connection_limit_closes_1013() {
     let node = TestNode::start_with(|s| s.limits.max_connections = 2).await;
     let _a = node.json().await;
     let _b = node.json().await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(node.url("/ws")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(node.url("/ws"))
+        .await
+        .unwrap();
     match ws.next().await {
         Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1013),
         other => panic!("expected close 1013, got {other:?}"),
@@ -144,17 +155,29 @@ async fn silent_client_closes_4001_and_live_one_stays() {
 
 #[tokio::test]
 async fn origin_allowlist() {
-    let node = TestNode::start_with(|s| s.allowed_origins = vec!["https://app.example".into()]).await;
+    let node =
+        TestNode::start_with(|s| s.allowed_origins = vec!["https://app.example".into()]).await;
     let url = node.url("/ws");
     let own = format!("http://{}", node.addr);
-    assert!(Client::try_connect(&url, None, &[("Origin", &own)]).await.is_ok());
-    assert!(Client::try_connect(&url, None, &[("Origin", "https://app.example")]).await.is_ok());
+    assert!(
+        Client::try_connect(&url, None, &[("Origin", &own)])
+            .await
+            .is_ok()
+    );
+    assert!(
+        Client::try_connect(&url, None, &[("Origin", "https://app.example")])
+            .await
+            .is_ok()
+    );
     let err = Client::try_connect(&url, None, &[("Origin", "https://evil.example")])
         .await
         .err()
         .unwrap();
     assert!(err.to_string().contains("403"), "{err}");
-    assert!(Client::try_connect(&url, None, &[]).await.is_ok(), "no Origin: not a browser");
+    assert!(
+        Client::try_connect(&url, None, &[]).await.is_ok(),
+        "no Origin: not a browser"
+    );
     node.stop().await;
 }
 
@@ -168,7 +191,8 @@ async fn slow_consumer_is_cut_off_and_others_keep_receiving() {
     .await;
     // Subscribes, then never reads again.
     let mut slow = RawClient::connect(node.addr).await;
-    slow.send_frame(0x81, br#"{"id":1,"op":"subscribe","channel":"chat:flood"}"#).await;
+    slow.send_frame(0x81, br#"{"id":1,"op":"subscribe","channel":"chat:flood"}"#)
+        .await;
     let mut reader = node.json().await;
     reader.subscribe("chat:flood").await;
     let mut publisher = node.json().await;
@@ -184,6 +208,7 @@ async fn slow_consumer_is_cut_off_and_others_keep_receiving() {
     }
     assert_eq!(node.node.metrics.slow_consumers.get(), 1);
     let metrics = std::sync::Arc::clone(&node.node.metrics);
-    crate::support::eventually(|| metrics.closes(roomcast::protocol::CloseCode::SlowConsumer) == 1).await;
+    crate::support::eventually(|| metrics.closes(roomcast::protocol::CloseCode::SlowConsumer) == 1)
+        .await;
     node.stop().await;
 }

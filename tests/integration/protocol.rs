@@ -8,7 +8,9 @@ use crate::support::{Client, TestNode};
 async fn every_op(mut a: Client, mut b: Client) {
     a.subscribe("chat:room").await;
     b.subscribe("chat:room").await;
-    let reply = b.publish("chat:room", json!({"text": "hi", "n": [1, 2.5, null]})).await;
+    let reply = b
+        .publish("chat:room", json!({"text": "hi", "n": [1, 2.5, null]}))
+        .await;
     assert_eq!(reply, json!({"op": "ok", "id": 2}));
     for c in [&mut a, &mut b] {
         let msg = c.recv().await;
@@ -17,8 +19,13 @@ async fn every_op(mut a: Client, mut b: Client) {
             json!({"op": "message", "channel": "chat:room", "data": {"text": "hi", "n": [1, 2.5, null]}})
         );
     }
-    assert_eq!(a.request(json!({"op": "ping"})).await, json!({"op": "ok", "id": 2}));
-    let reply = a.request(json!({"op": "unsubscribe", "channel": "chat:room"})).await;
+    assert_eq!(
+        a.request(json!({"op": "ping"})).await,
+        json!({"op": "ok", "id": 2})
+    );
+    let reply = a
+        .request(json!({"op": "unsubscribe", "channel": "chat:room"}))
+        .await;
     assert_eq!(reply["op"], "ok");
     b.publish("chat:room", json!("second")).await;
     assert_eq!(b.recv().await["data"], "second");
@@ -47,7 +54,11 @@ async fn codecs_interoperate() {
     let mut m = node.msgpack().await;
     j.subscribe("chat:x").await;
     m.subscribe("chat:x").await;
-    m.publish("chat:x", json!({"from": "msgpack", "big": 9007199254740991u64})).await;
+    m.publish(
+        "chat:x",
+        json!({"from": "msgpack", "big": 9007199254740991u64}),
+    )
+    .await;
     j.publish("chat:x", json!({"from": "json"})).await;
     for c in [&mut j, &mut m] {
         assert_eq!(c.recv().await["data"]["from"], "msgpack");
@@ -59,9 +70,14 @@ async fn codecs_interoperate() {
 #[tokio::test]
 async fn welcome_names_node_and_heartbeat() {
     let node = TestNode::start().await;
-    let mut ws = tokio_tungstenite::connect_async(node.url("/ws")).await.unwrap().0;
+    let mut ws = tokio_tungstenite::connect_async(node.url("/ws"))
+        .await
+        .unwrap()
+        .0;
     use futures_util::StreamExt;
-    let Some(Ok(Message::Text(t))) = ws.next().await else { panic!() };
+    let Some(Ok(Message::Text(t))) = ws.next().await else {
+        panic!()
+    };
     let welcome: serde_json::Value = serde_json::from_str(&t).unwrap();
     assert_eq!(welcome["op"], "welcome");
     assert_eq!(welcome["node"], "test");
@@ -77,21 +93,60 @@ async fn error_codes(mut c: Client) {
         let reply = c.recv().await;
         assert_eq!(reply["op"], "error", "{req} → {reply}");
         assert_eq!(reply["code"], code, "{req} → {reply}");
-        assert_eq!(reply.get("id").cloned().unwrap_or_default(), id, "{req} → {reply}");
+        assert_eq!(
+            reply.get("id").cloned().unwrap_or_default(),
+            id,
+            "{req} → {reply}"
+        );
         assert!(reply["message"].is_string());
     };
     expect(json!({"op": "ping"}), json!(null), "bad_request").await;
-    expect(json!({"id": "seven", "op": "ping"}), json!(null), "bad_request").await;
+    expect(
+        json!({"id": "seven", "op": "ping"}),
+        json!(null),
+        "bad_request",
+    )
+    .await;
     expect(json!({"id": 1}), json!(1), "bad_request").await;
     expect(json!({"id": 2, "op": 5}), json!(2), "bad_request").await;
     expect(json!({"id": 3, "op": "subscribe"}), json!(3), "bad_request").await;
-    expect(json!({"id": 4, "op": "subscribe", "channel": ["x"]}), json!(4), "bad_request").await;
-    expect(json!({"id": 5, "op": "publish", "channel": "chat:x"}), json!(5), "bad_request").await;
+    expect(
+        json!({"id": 4, "op": "subscribe", "channel": ["x"]}),
+        json!(4),
+        "bad_request",
+    )
+    .await;
+    expect(
+        json!({"id": 5, "op": "publish", "channel": "chat:x"}),
+        json!(5),
+        "bad_request",
+    )
+    .await;
     expect(json!({"id": 6, "op": "dance"}), json!(6), "unknown_op").await;
-    expect(json!({"id": 7, "op": "subscribe", "channel": "no spaces"}), json!(7), "bad_channel").await;
-    expect(json!({"id": 8, "op": "subscribe", "channel": "x".repeat(129)}), json!(8), "bad_channel").await;
-    expect(json!({"id": 9, "op": "subscribe", "channel": "nosuchns:x"}), json!(9), "bad_channel").await;
-    expect(json!({"id": 10, "op": "publish", "channel": "news", "data": 1}), json!(10), "forbidden").await;
+    expect(
+        json!({"id": 7, "op": "subscribe", "channel": "no spaces"}),
+        json!(7),
+        "bad_channel",
+    )
+    .await;
+    expect(
+        json!({"id": 8, "op": "subscribe", "channel": "x".repeat(129)}),
+        json!(8),
+        "bad_channel",
+    )
+    .await;
+    expect(
+        json!({"id": 9, "op": "subscribe", "channel": "nosuchns:x"}),
+        json!(9),
+        "bad_channel",
+    )
+    .await;
+    expect(
+        json!({"id": 10, "op": "publish", "channel": "news", "data": 1}),
+        json!(10),
+        "forbidden",
+    )
+    .await;
     // The connection survived all of that.
     assert_eq!(c.request(json!({"op": "ping"})).await["op"], "ok");
 }
@@ -102,11 +157,18 @@ async fn error_codes_json() {
     let mut c = node.json().await;
     c.send_raw(Message::Text("{not json".into())).await;
     let reply = c.recv().await;
-    assert_eq!((reply["op"].as_str(), reply["code"].as_str()), (Some("error"), Some("bad_request")));
+    assert_eq!(
+        (reply["op"].as_str(), reply["code"].as_str()),
+        (Some("error"), Some("bad_request"))
+    );
     c.send_raw(Message::Text("[1, \"ping\"]".into())).await;
     assert_eq!(c.recv().await["code"], "bad_request");
     c.send_raw(Message::Binary(vec![0x80].into())).await;
-    assert_eq!(c.recv().await["code"], "bad_request", "binary frame on a JSON connection");
+    assert_eq!(
+        c.recv().await["code"],
+        "bad_request",
+        "binary frame on a JSON connection"
+    );
     error_codes(c).await;
     node.stop().await;
 }
@@ -118,7 +180,11 @@ async fn error_codes_msgpack() {
     c.send_raw(Message::Binary(vec![0xc1].into())).await;
     assert_eq!(c.recv().await["code"], "bad_request");
     c.send_raw(Message::Text("{}".into())).await;
-    assert_eq!(c.recv().await["code"], "bad_request", "text frame on a msgpack connection");
+    assert_eq!(
+        c.recv().await["code"],
+        "bad_request",
+        "text frame on a msgpack connection"
+    );
     error_codes(c).await;
     node.stop().await;
 }
@@ -129,8 +195,16 @@ async fn subscribe_and_unsubscribe_are_idempotent() {
     let mut c = node.json().await;
     c.subscribe("chat:a").await;
     c.subscribe("chat:a").await;
-    assert_eq!(c.request(json!({"op": "unsubscribe", "channel": "chat:a"})).await["op"], "ok");
-    assert_eq!(c.request(json!({"op": "unsubscribe", "channel": "chat:a"})).await["op"], "ok");
+    assert_eq!(
+        c.request(json!({"op": "unsubscribe", "channel": "chat:a"}))
+            .await["op"],
+        "ok"
+    );
+    assert_eq!(
+        c.request(json!({"op": "unsubscribe", "channel": "chat:a"}))
+            .await["op"],
+        "ok"
+    );
     assert_eq!(node.node.hub.channels().len(), 0);
     node.stop().await;
 }
@@ -138,7 +212,10 @@ async fn subscribe_and_unsubscribe_are_idempotent() {
 #[tokio::test]
 async fn unsupported_subprotocol_is_refused() {
     let node = TestNode::start().await;
-    let err = Client::try_connect(&node.url("/ws"), Some("mqtt"), &[]).await.err().unwrap();
+    let err = Client::try_connect(&node.url("/ws"), Some("mqtt"), &[])
+        .await
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("400"), "{err}");
     node.stop().await;
 }

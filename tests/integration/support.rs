@@ -30,8 +30,10 @@ impl TestNode {
     }
 
     pub async fn start_with(configure: impl FnOnce(&mut Settings)) -> Self {
-        let mut settings = Settings::default();
-        settings.node_id = "test".into();
+        let mut settings = Settings {
+            node_id: "test".into(),
+            ..Settings::default()
+        };
         settings.shutdown.drain_window_ms = 200;
         settings.shutdown.grace_ms = 2_000;
         configure(&mut settings);
@@ -84,7 +86,10 @@ pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
         .unwrap();
     let text = String::from_utf8_lossy(&raw).to_string();
     let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -106,7 +111,9 @@ pub enum Closed {
 
 impl Client {
     pub async fn connect(url: &str, protocol: Option<&str>) -> Self {
-        Self::try_connect(url, protocol, &[]).await.expect("connects")
+        Self::try_connect(url, protocol, &[])
+            .await
+            .expect("connects")
     }
 
     pub async fn try_connect(
@@ -116,7 +123,8 @@ impl Client {
     ) -> Result<Self, tungstenite::Error> {
         let mut req = url.into_client_request().unwrap();
         if let Some(p) = protocol {
-            req.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", p.parse().unwrap());
         }
         for (k, v) in headers {
             req.headers_mut().insert(*k, v.parse().unwrap());
@@ -236,7 +244,11 @@ impl RawClient {
             stream.read_exact(&mut b).await.unwrap();
             head.push(b[0]);
         }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
         let mut raw = Self { stream };
         let (op, _) = raw.read_frame().await.expect("welcome");
         assert_eq!(op, 1);
@@ -303,7 +315,10 @@ impl RawClient {
 pub async fn eventually(mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
