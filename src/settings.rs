@@ -205,8 +205,45 @@ pub enum SettingsError {
     BadOverride(String),
 }
 
+/// The top-level keys, as environment variables name them (`ROOMCAST_<KEY>[__<SUBKEY>]`).
+const TOP_LEVEL_KEYS: [&str; 12] = [
+    "listen",
+    "node_id",
+    "bus",
+    "redis_url",
+    "allowed_origins",
+    "echo",
+    "log",
+    "limits",
+    "heartbeat",
+    "shutdown",
+    "default_namespace",
+    "namespaces",
+];
+
+/// Keeps the `ROOMCAST_…` variables that name a settings key. Others are ignored, not
+/// rejected: orchestrators set variables of their own under the same prefix (Kubernetes
+/// gives a Service named `roomcast` `ROOMCAST_PORT` and `ROOMCAST_SERVICE_HOST`). Within a
+/// section, an unknown key is still an error.
+fn known_env(env: config::Map<String, String>) -> config::Map<String, String> {
+    env.into_iter()
+        .filter(|(name, _)| {
+            let Some(rest) = name.strip_prefix("ROOMCAST_") else {
+                return false;
+            };
+            let top = rest
+                .split("__")
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            TOP_LEVEL_KEYS.contains(&top.as_str())
+        })
+        .collect()
+}
+
 impl Settings {
-    /// Loads settings from every layer, with `env` standing in for the process environment.
+    /// Loads settings from every layer, with `env` (when given) standing in for the process
+    /// environment.
     pub fn load(
         cli: &Cli,
         env: Option<config::Map<String, String>>,
@@ -218,6 +255,7 @@ impl Settings {
                 builder.add_source(File::new("roomcast.toml", FileFormat::Toml).required(false))
             }
         };
+        let env = env.unwrap_or_else(|| std::env::vars().collect());
         builder = builder.add_source(
             Environment::with_prefix("ROOMCAST")
                 .prefix_separator("_")
@@ -225,7 +263,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("allowed_origins")
-                .source(env),
+                .source(Some(known_env(env))),
         );
         let flags = [
             ("listen", &cli.listen),
@@ -375,6 +413,35 @@ mod tests {
     }
 
     #[test]
+    fn foreign_variables_under_the_prefix_are_ignored() {
+        let s = Settings::load(
+            &Cli::default(),
+            env(&[
+                ("ROOMCAST_PORT", "tcp://10.0.0.1:8080"),
+                ("ROOMCAST_SERVICE_HOST", "10.0.0.1"),
+                ("ROOMCAST_BIN", "/x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn top_level_keys_are_complete() {
+        let value = serde_json::to_value(Settings::default()).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut known = TOP_LEVEL_KEYS.to_vec();
+        keys.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(keys, known);
+    }
+
+    #[test]
     fn bad_values_name_the_key() {
         let err = |pairs: &[(&str, &str)]| {
             Settings::load(&Cli::default(), env(pairs))
@@ -383,7 +450,7 @@ mod tests {
         };
         assert!(err(&[("ROOMCAST_LISTEN", "nowhere")]).contains("listen"));
         assert!(err(&[("ROOMCAST_BUS", "kafka")]).contains("bus"));
-        assert!(err(&[("ROOMCAST_LISTN", "x")]).contains("listn"));
+        assert!(err(&[("ROOMCAST_LIMITS__MAX_CONECTIONS", "1")]).contains("max_conections"));
         assert!(
             err(&[("ROOMCAST_LIMITS__MAX_CONNECTIONS", "0")]).contains("limits.max_connections")
         );

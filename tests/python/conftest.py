@@ -55,8 +55,10 @@ class NodeProcess:
                         return
             except OSError:
                 time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("roomcast did not become ready")
+        self.proc.kill()
+        _, err = self.proc.communicate()
+        self.proc = None
+        raise RuntimeError("roomcast did not become ready:\n" + err.decode(errors="replace")[-4000:])
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
