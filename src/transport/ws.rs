@@ -30,7 +30,9 @@ fn split(upgraded: Upgraded) -> (BoxRead, BoxWrite) {
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let (read, write) = parts.io.into_inner().into_split();
-            let read = std::io::Cursor::new(parts.read_buf).chain(read);
+            // `read_buf` may pin hyper's whole read buffer; keep only the bytes themselves.
+            let early = Bytes::copy_from_slice(&parts.read_buf);
+            let read = std::io::Cursor::new(early).chain(read);
             (Box::new(read), Box::new(write))
         }
         Err(upgraded) => {
