@@ -1,18 +1,19 @@
 //! The local subscription index: channel → this node's subscribers, sharded to keep lock
 //! contention low, and the fan-out of one message to them. Knows nothing of the bus.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
+use crate::bus::envelope::Envelope;
 use crate::channel::ChannelName;
 use crate::conn::{Conn, ConnId, PushError};
 use crate::metrics::Metrics;
-use crate::protocol::{CloseCode, Codec};
+use crate::protocol::{CloseCode, Codec, ServerMsg};
 
 const SHARDS: usize = 64;
 
@@ -24,13 +25,40 @@ pub struct Hub {
     shards: Box<[RwLock<HashMap<ChannelName, Subscribers>>]>,
     hasher: std::collections::hash_map::RandomState,
     metrics: Arc<Metrics>,
+    /// Ids of recent messages that carried one, to drop a backend's retried publish.
+    recent_ids: Mutex<RecentIds>,
 }
 
-/// One message as the hub fans it out: the channel and its payload as JSON text.
+/// How many message ids the node remembers for duplicate detection.
+const RECENT_IDS: usize = 16_384;
+
+#[derive(Default)]
+struct RecentIds {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl RecentIds {
+    /// Records a key; false when it was already there.
+    fn insert(&mut self, key: u64) -> bool {
+        if !self.set.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > RECENT_IDS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+}
+
+/// One message as the hub fans it out: the channel and its envelope.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub channel: ChannelName,
-    pub data: Bytes,
+    pub envelope: Envelope,
 }
 
 impl Hub {
@@ -39,6 +67,7 @@ impl Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: Default::default(),
             metrics,
+            recent_ids: Mutex::new(RecentIds::default()),
         }
     }
 
@@ -98,43 +127,65 @@ impl Hub {
     /// subscriber whose queue is full is aborted as a slow consumer. Returns the number
     /// of subscribers the frame was queued for.
     pub fn dispatch(&self, delivery: &Delivery) -> usize {
-        let shard = self.shard(&delivery.channel).read();
-        let Some(subs) = shard.get(&delivery.channel) else {
+        if let Some(id) = &delivery.envelope.id {
+            let key = self
+                .hasher
+                .hash_one((delivery.channel.as_str(), id.as_str()));
+            if !self.recent_ids.lock().insert(key) {
+                self.metrics.messages_duplicate.inc();
+                return 0;
+            }
+        }
+        let delivered = self.fan_out(&delivery.channel, |codec| {
+            match codec.encode_message(&delivery.channel, &delivery.envelope.data) {
+                Ok(frame) => Some(frame),
+                Err(error) => {
+                    // Data entered the cluster as validated JSON, so this is a bug.
+                    self.metrics.messages_dropped_encode.inc();
+                    tracing::error!(%error, channel = %delivery.channel, ?codec, "cannot encode message");
+                    None
+                }
+            }
+        });
+        self.metrics.messages_delivered.add(delivered as u64);
+        delivered
+    }
+
+    /// Tells the channel's local subscribers that messages may have been lost.
+    pub fn gap(&self, channel: &ChannelName) -> usize {
+        self.fan_out(channel, |codec| {
+            Some(codec.encode(&ServerMsg::Gap {
+                channel: channel.as_str(),
+            }))
+        })
+    }
+
+    fn fan_out(&self, channel: &ChannelName, encode: impl Fn(Codec) -> Option<Bytes>) -> usize {
+        let shard = self.shard(channel).read();
+        let Some(subs) = shard.get(channel) else {
             return 0;
         };
         let frames: [OnceLock<Option<Bytes>>; 2] = Default::default();
-        let mut delivered = 0;
+        let mut queued = 0;
         for conn in subs.values() {
             let slot = match conn.codec {
                 Codec::Json => &frames[0],
                 Codec::Msgpack => &frames[1],
             };
-            let frame = slot.get_or_init(|| self.encode(conn.codec, delivery));
-            let Some(frame) = frame else { continue };
+            let Some(frame) = slot.get_or_init(|| encode(conn.codec)) else {
+                continue;
+            };
             match conn.push(frame.clone()) {
-                Ok(()) => delivered += 1,
+                Ok(()) => queued += 1,
                 Err(PushError::Full) => {
                     self.metrics.slow_consumers.inc();
-                    tracing::info!(conn = %conn.id, channel = %delivery.channel, "slow consumer disconnected");
+                    tracing::info!(conn = %conn.id, %channel, "slow consumer disconnected");
                     conn.abort(CloseCode::SlowConsumer);
                 }
                 Err(PushError::Closed) => {}
             }
         }
-        self.metrics.messages_delivered.add(delivered as u64);
-        delivered
-    }
-
-    fn encode(&self, codec: Codec, delivery: &Delivery) -> Option<Bytes> {
-        match codec.encode_message(&delivery.channel, &delivery.data) {
-            Ok(frame) => Some(frame),
-            Err(error) => {
-                // Data entered the node as validated JSON, so this is a bug, not bad input.
-                self.metrics.messages_dropped_encode.inc();
-                tracing::error!(%error, channel = %delivery.channel, ?codec, "cannot encode message");
-                None
-            }
-        }
+        queued
     }
 }
 
@@ -173,7 +224,10 @@ mod tests {
         }
         let d = Delivery {
             channel: ch.clone(),
-            data: Bytes::from_static(b"1"),
+            envelope: Envelope {
+                data: Bytes::from_static(b"1"),
+                ..Default::default()
+            },
         };
         assert_eq!(hub.dispatch(&d), 3);
         assert_eq!(hub.dispatch(&d), 2);
@@ -184,5 +238,24 @@ mod tests {
         };
         assert_eq!(fa.len(), 2);
         assert_eq!(fa[0].as_ptr(), fb[0].as_ptr(), "frame bytes are shared");
+    }
+
+    #[test]
+    fn repeated_ids_are_dropped() {
+        let hub = hub();
+        let ch = ChannelName::parse("c").unwrap();
+        let a = Arc::new(Conn::new(Codec::Json, 1 << 20, 1 << 10));
+        hub.add(&ch, &a);
+        let with_id = |id: &str| Delivery {
+            channel: ch.clone(),
+            envelope: Envelope {
+                data: Bytes::from_static(b"1"),
+                id: Some(id.into()),
+                ..Default::default()
+            },
+        };
+        assert_eq!(hub.dispatch(&with_id("x")), 1);
+        assert_eq!(hub.dispatch(&with_id("x")), 0);
+        assert_eq!(hub.dispatch(&with_id("y")), 1);
     }
 }

@@ -31,6 +31,9 @@ impl Gauge {
     pub fn dec(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -72,6 +75,14 @@ pub struct Metrics {
     pub messages_dropped_encode: Counter,
     pub slow_consumers: Counter,
     pub rejected_origin: Counter,
+    pub messages_duplicate: Counter,
+    pub bus_connected: Gauge,
+    pub bus_reconnects: Counter,
+    pub bus_probe_failures: Counter,
+    pub bus_invalid_envelopes: Counter,
+    pub bus_gap_notices: Counter,
+    pub bus_subscribes: Counter,
+    pub bus_unsubscribes: Counter,
     closes: [Counter; CLOSE_CODES.len()],
     errors: [Counter; ERROR_CODES.len()],
 }

@@ -13,7 +13,9 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::bus::envelope::Envelope;
 use crate::bus::memory::MemoryBus;
+use crate::bus::redis::RedisBus;
 use crate::bus::{Bus, BusError};
 use crate::channel::ChannelName;
 use crate::conn::{Conn, ConnId};
@@ -32,8 +34,8 @@ pub enum NodeError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("the redis bus is not available in this build")]
-    RedisUnsupported,
+    #[error("invalid value for `redis_url`: {0}")]
+    RedisUrl(#[source] redis::RedisError),
 }
 
 pub struct Node {
@@ -51,7 +53,9 @@ pub struct Node {
     draining: AtomicBool,
     /// Cancelled when the node starts shutting down.
     pub shutdown: CancellationToken,
-    /// Every connection task; shutdown waits on it.
+    /// Stops the bus, last, once no client needs it any more.
+    bus_stop: CancellationToken,
+    /// Every connection task and the bus supervisor; shutdown waits on it.
     pub tasks: TaskTracker,
 }
 
@@ -59,14 +63,30 @@ impl Node {
     pub fn new(settings: Settings) -> Result<Arc<Self>, StartError> {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(Arc::clone(&metrics)));
-        let bus: Arc<dyn Bus> = match settings.bus {
-            BusKind::Memory => Arc::new(MemoryBus::new(Arc::clone(&hub), Arc::clone(&metrics))),
-            BusKind::Redis => return Err(StartError::RedisUnsupported),
-        };
         let id = if settings.node_id.is_empty() {
             format!("node-{:08x}", fastrand::u32(..))
         } else {
             settings.node_id.clone()
+        };
+        let tasks = TaskTracker::new();
+        let bus_stop = CancellationToken::new();
+        let bus: Arc<dyn Bus> = match settings.bus {
+            BusKind::Memory => {
+                metrics.bus_connected.set(1);
+                Arc::new(MemoryBus::new(Arc::clone(&hub), Arc::clone(&metrics)))
+            }
+            BusKind::Redis => Arc::new(
+                RedisBus::start(
+                    &settings.redis_url,
+                    settings.redis.clone(),
+                    &id,
+                    Arc::clone(&hub),
+                    Arc::clone(&metrics),
+                    &tasks,
+                    bus_stop.clone(),
+                )
+                .map_err(StartError::RedisUrl)?,
+            ),
         };
         Ok(Arc::new(Self {
             id,
@@ -81,7 +101,8 @@ impl Node {
             lock_hasher: Default::default(),
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            bus_stop,
+            tasks,
         }))
     }
 
@@ -144,7 +165,13 @@ impl Node {
 
     /// Publishes cluster-wide (this node included) through the bus.
     pub async fn publish(&self, channel: ChannelName, data: Bytes) -> Result<(), NodeError> {
-        self.bus.publish(Delivery { channel, data }).await?;
+        let envelope = Envelope {
+            data,
+            ts: Some(unix_millis()),
+            node: Some(self.id.clone()),
+            ..Envelope::default()
+        };
+        self.bus.publish(Delivery { channel, envelope }).await?;
         self.metrics.messages_published.inc();
         Ok(())
     }
@@ -183,10 +210,12 @@ impl Node {
     pub async fn finish(&self) {
         let grace = Duration::from_millis(self.settings.shutdown.grace_ms);
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait())
-            .await
-            .is_err()
-        {
+        let clients_gone = async {
+            while self.connection_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        if tokio::time::timeout(grace, clients_gone).await.is_err() {
             let left: Vec<Arc<Conn>> = self.conns.lock().values().cloned().collect();
             tracing::warn!(
                 connections = left.len(),
@@ -195,7 +224,20 @@ impl Node {
             for conn in left {
                 conn.abort(CloseCode::GoingAway);
             }
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.tasks.wait()).await;
+        }
+        // The bus goes last: clients being drained still receive until they are closed.
+        self.bus_stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(2), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some tasks did not finish in time");
         }
     }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -65,6 +65,7 @@ pub struct Settings {
     pub node_id: String,
     pub bus: BusKind,
     pub redis_url: String,
+    pub redis: RedisSettings,
     /// Browser origins allowed besides the node's own host, e.g. `https://app.example.com`;
     /// `*` allows any. Requests without an `Origin` header (non-browsers) are always allowed.
     pub allowed_origins: Vec<String>,
@@ -79,6 +80,39 @@ pub struct Settings {
     /// Policy per namespace (the part of a channel name before the first `:`).
     /// Channels in a namespace not listed here are rejected with `bad_channel`.
     pub namespaces: BTreeMap<String, NamespacePolicy>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// Every channel is `<prefix>:<channel>` on Redis.
+    pub prefix: String,
+    /// How often the node publishes to its own probe channel.
+    pub probe_interval_ms: u64,
+    /// A pub/sub link that has not delivered a probe for this long is deaf: it is torn
+    /// down and rebuilt. Detection takes at most this plus one probe interval.
+    pub probe_timeout_ms: u64,
+    /// Reconnect backoff: starts near this, doubles per failed attempt…
+    pub reconnect_min_ms: u64,
+    /// …up to this.
+    pub reconnect_max_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// A publish with no reply within this fails with `unavailable`.
+    pub response_timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            prefix: "roomcast".into(),
+            probe_interval_ms: 1_000,
+            probe_timeout_ms: 3_000,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 5_000,
+            connect_timeout_ms: 2_000,
+            response_timeout_ms: 2_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -141,6 +175,7 @@ impl Default for Settings {
             node_id: String::new(),
             bus: BusKind::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis: RedisSettings::default(),
             allowed_origins: Vec::new(),
             echo: true,
             log: LogSettings::default(),
@@ -206,11 +241,12 @@ pub enum SettingsError {
 }
 
 /// The top-level keys, as environment variables name them (`ROOMCAST_<KEY>[__<SUBKEY>]`).
-const TOP_LEVEL_KEYS: [&str; 12] = [
+const TOP_LEVEL_KEYS: [&str; 13] = [
     "listen",
     "node_id",
     "bus",
     "redis_url",
+    "redis",
     "allowed_origins",
     "echo",
     "log",
@@ -338,6 +374,32 @@ impl Settings {
             && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"))
         {
             return invalid("redis_url", "must start with redis:// or rediss://");
+        }
+        let r = &self.redis;
+        if r.prefix.is_empty() || r.prefix.contains(char::is_whitespace) {
+            return invalid("redis.prefix", "must be non-empty, without spaces");
+        }
+        for (key, value) in [
+            ("redis.probe_interval_ms", r.probe_interval_ms),
+            ("redis.reconnect_min_ms", r.reconnect_min_ms),
+            ("redis.connect_timeout_ms", r.connect_timeout_ms),
+            ("redis.response_timeout_ms", r.response_timeout_ms),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if r.probe_timeout_ms <= r.probe_interval_ms {
+            return invalid(
+                "redis.probe_timeout_ms",
+                "must be longer than redis.probe_interval_ms",
+            );
+        }
+        if r.reconnect_max_ms < r.reconnect_min_ms {
+            return invalid(
+                "redis.reconnect_max_ms",
+                "must be at least redis.reconnect_min_ms",
+            );
         }
         for ns in self.namespaces.keys() {
             if ns.is_empty() || crate::channel::ChannelName::parse(ns).is_err() || ns.contains(':')

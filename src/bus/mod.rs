@@ -10,7 +10,9 @@
 //! - `subscribe`/`unsubscribe` are called by the node only on a channel's first/last local
 //!   subscriber, serialised per channel, so implementations need no reference counting.
 
+pub mod envelope;
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 

@@ -270,6 +270,10 @@ pub enum ServerMsg<'a> {
         code: ErrorCode,
         message: &'a str,
     },
+    /// Messages of this channel may have been lost (the node's bus link was down).
+    Gap {
+        channel: &'a str,
+    },
 }
 
 impl<'a> From<&'a Rejection> for ServerMsg<'a> {

@@ -1,0 +1,212 @@
+//! The envelope of a message on Redis, version 1. Two encodings of the same fields:
+//! JSON, for backends and `redis-cli`, and MessagePack, which nodes write. A reader tells
+//! them apart by the first byte (`{` or whitespace for JSON, a map marker for MessagePack).
+//! Spec: `proto/PROTOCOL.md`, section "Publishing from a backend".
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Current envelope version. A reader rejects versions it does not know.
+pub const VERSION: u32 = 1;
+
+/// Longest accepted `id` and `traceparent`, in bytes.
+const MAX_META_LEN: usize = 256;
+
+/// What travels with a message besides its channel.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Envelope {
+    /// The payload as JSON text; validated when it entered the cluster, never re-parsed.
+    pub data: Bytes,
+    /// Optional message id: nodes drop a repeat of an id on the same channel.
+    pub id: Option<String>,
+    /// Optional W3C trace context of the publisher.
+    pub traceparent: Option<String>,
+    /// When the message was published, in milliseconds since the Unix epoch.
+    pub ts: Option<u64>,
+    /// The node a client published through, when one did.
+    pub node: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EnvelopeError {
+    #[error("not a JSON object or MessagePack map")]
+    NotAnEnvelope,
+    #[error("invalid JSON envelope: {0}")]
+    Json(String),
+    #[error("invalid MessagePack envelope: {0}")]
+    Msgpack(String),
+    #[error("unsupported envelope version {0}")]
+    Version(u32),
+    #[error("`data` is missing")]
+    NoData,
+    #[error("`data` in a MessagePack envelope is not JSON text")]
+    DataNotJson,
+    #[error("`{0}` is longer than 256 bytes")]
+    TooLong(&'static str),
+}
+
+#[derive(Deserialize)]
+struct JsonWire<'a> {
+    #[serde(default)]
+    v: Option<u32>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    traceparent: Option<String>,
+    #[serde(default)]
+    ts: Option<u64>,
+    #[serde(default)]
+    node: Option<String>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// The MessagePack form: short keys, `data` as binary JSON text, so that a receiving node
+/// copies it straight into frames.
+#[derive(Serialize, Deserialize)]
+struct PackedWire {
+    v: u32,
+    #[serde(with = "serde_bytes")]
+    d: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ts: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    n: Option<String>,
+}
+
+impl Envelope {
+    pub fn decode(payload: &[u8]) -> Result<Self, EnvelopeError> {
+        let envelope = match payload.first() {
+            Some(0x80..=0x8f | 0xde | 0xdf) => Self::decode_packed(payload)?,
+            _ if payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => {
+                Self::decode_json(payload)?
+            }
+            _ => return Err(EnvelopeError::NotAnEnvelope),
+        };
+        for (name, value) in [("id", &envelope.id), ("traceparent", &envelope.traceparent)] {
+            if value.as_ref().is_some_and(|v| v.len() > MAX_META_LEN) {
+                return Err(EnvelopeError::TooLong(name));
+            }
+        }
+        Ok(envelope)
+    }
+
+    fn decode_json(payload: &[u8]) -> Result<Self, EnvelopeError> {
+        let wire: JsonWire<'_> =
+            serde_json::from_slice(payload).map_err(|e| EnvelopeError::Json(e.to_string()))?;
+        let v = wire.v.unwrap_or(VERSION);
+        if v != VERSION {
+            return Err(EnvelopeError::Version(v));
+        }
+        let data = wire.data.ok_or(EnvelopeError::NoData)?;
+        Ok(Self {
+            data: Bytes::copy_from_slice(data.get().as_bytes()),
+            id: wire.id,
+            traceparent: wire.traceparent,
+            ts: wire.ts,
+            node: wire.node,
+        })
+    }
+
+    fn decode_packed(payload: &[u8]) -> Result<Self, EnvelopeError> {
+        let wire: PackedWire =
+            rmp_serde::from_slice(payload).map_err(|e| EnvelopeError::Msgpack(e.to_string()))?;
+        if wire.v != VERSION {
+            return Err(EnvelopeError::Version(wire.v));
+        }
+        // Nodes write valid JSON here; anything else was written by something else, and
+        // checking it once per node is the price of never re-parsing it per subscriber.
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&wire.d).is_err() {
+            return Err(EnvelopeError::DataNotJson);
+        }
+        Ok(Self {
+            data: Bytes::from(wire.d),
+            id: wire.id,
+            traceparent: wire.tp,
+            ts: wire.ts,
+            node: wire.n,
+        })
+    }
+
+    /// The MessagePack form nodes publish.
+    pub fn encode(&self) -> Vec<u8> {
+        let wire = PackedWire {
+            v: VERSION,
+            d: self.data.to_vec(),
+            id: self.id.clone(),
+            tp: self.traceparent.clone(),
+            ts: self.ts,
+            n: self.node.clone(),
+        };
+        // Serialising a plain struct into a Vec cannot fail.
+        rmp_serde::to_vec_named(&wire).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_json_envelope() {
+        let e = Envelope::decode(br#"{"data":{"text":"hi"}}"#).unwrap();
+        assert_eq!(&e.data[..], br#"{"text":"hi"}"#);
+        assert_eq!(e.id, None);
+    }
+
+    #[test]
+    fn full_json_envelope() {
+        let e = Envelope::decode(
+            br#" {"v":1,"data":null,"id":"m-1","traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","ts":5}"#,
+        )
+        .unwrap();
+        assert_eq!(&e.data[..], b"null");
+        assert_eq!(e.id.as_deref(), Some("m-1"));
+        assert_eq!(e.ts, Some(5));
+        assert!(e.traceparent.is_some());
+    }
+
+    #[test]
+    fn packed_roundtrip() {
+        let e = Envelope {
+            data: Bytes::from_static(br#"[1,"x"]"#),
+            id: Some("k".into()),
+            traceparent: None,
+            ts: Some(42),
+            node: Some("a".into()),
+        };
+        assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
+    }
+
+    #[test]
+    fn rejects_what_is_not_an_envelope() {
+        use EnvelopeError::*;
+        let err = |p: &[u8]| Envelope::decode(p).unwrap_err();
+        assert_eq!(err(b"hello"), NotAnEnvelope);
+        assert_eq!(err(b""), NotAnEnvelope);
+        assert_eq!(err(b"[1]"), NotAnEnvelope);
+        assert!(matches!(err(b"{\"data\":"), Json(_)));
+        assert_eq!(err(br#"{"text":"hi"}"#), NoData);
+        assert_eq!(err(br#"{"v":2,"data":1}"#), Version(2));
+        assert!(matches!(err(br#"{"data":1,"id":5}"#), Json(_)));
+        let long = format!(r#"{{"data":1,"id":"{}"}}"#, "x".repeat(300));
+        assert_eq!(err(long.as_bytes()), TooLong("id"));
+        let mut bad = Envelope {
+            data: Bytes::from_static(b"{nope"),
+            ..Default::default()
+        }
+        .encode();
+        assert_eq!(err(&bad), DataNotJson);
+        bad[0] = 0x81;
+        assert!(matches!(err(&bad), Msgpack(_)));
+    }
+}
