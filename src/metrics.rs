@@ -116,84 +116,46 @@ impl Metrics {
 
     /// Prometheus text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let mut one = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP roomcast_{name} {help}");
-            let _ = writeln!(out, "# TYPE roomcast_{name} {kind}");
-            let _ = writeln!(out, "roomcast_{name} {value}");
-        };
-        one(
-            "connections",
-            "gauge",
-            "Open client WebSocket connections.",
-            self.connections.get().to_string(),
-        );
-        one(
-            "connections_total",
-            "counter",
-            "Client WebSocket connections accepted.",
-            self.connections_total.get().to_string(),
-        );
-        one(
-            "subscriptions",
-            "gauge",
-            "Channel subscriptions held by clients of this node.",
-            self.subscriptions.get().to_string(),
-        );
-        one(
-            "channels",
-            "gauge",
-            "Channels with at least one subscriber on this node.",
-            self.channels.get().to_string(),
-        );
-        one(
-            "messages_published_total",
-            "counter",
-            "Messages published by clients of this node.",
-            self.messages_published.get().to_string(),
-        );
-        one(
-            "messages_received_total",
-            "counter",
-            "Messages this node received from the bus.",
-            self.messages_received.get().to_string(),
-        );
-        one(
-            "messages_delivered_total",
-            "counter",
-            "Message frames queued to subscribers.",
-            self.messages_delivered.get().to_string(),
-        );
-        one(
-            "messages_dropped_encode_total",
-            "counter",
-            "Messages that could not be encoded for a codec.",
-            self.messages_dropped_encode.get().to_string(),
-        );
-        one(
-            "slow_consumer_disconnects_total",
-            "counter",
-            "Connections closed with 4000 because their queue overflowed.",
-            self.slow_consumers.get().to_string(),
-        );
-        one(
-            "rejected_origin_total",
-            "counter",
-            "WebSocket upgrades refused for their Origin.",
-            self.rejected_origin.get().to_string(),
-        );
+        let c = |c: &Counter| c.get() as i64;
+        let g = |g: &Gauge| g.get();
+        #[rustfmt::skip]
+        let plain: [(&str, &str, &str, i64); 18] = [
+            ("connections", "gauge", "Open client WebSocket connections.", g(&self.connections)),
+            ("connections_total", "counter", "Client WebSocket connections accepted.", c(&self.connections_total)),
+            ("subscriptions", "gauge", "Channel subscriptions held by clients of this node.", g(&self.subscriptions)),
+            ("channels", "gauge", "Channels with at least one subscriber on this node.", g(&self.channels)),
+            ("messages_published_total", "counter", "Messages published by clients of this node.", c(&self.messages_published)),
+            ("messages_received_total", "counter", "Messages this node received from the bus.", c(&self.messages_received)),
+            ("messages_delivered_total", "counter", "Message frames queued to subscribers.", c(&self.messages_delivered)),
+            ("messages_dropped_encode_total", "counter", "Messages that could not be encoded for a codec.", c(&self.messages_dropped_encode)),
+            ("messages_duplicate_total", "counter", "Messages dropped because their id was seen recently.", c(&self.messages_duplicate)),
+            ("slow_consumer_disconnects_total", "counter", "Connections closed with 4000 because their queue overflowed.", c(&self.slow_consumers)),
+            ("rejected_origin_total", "counter", "WebSocket upgrades refused for their Origin.", c(&self.rejected_origin)),
+            ("bus_connected", "gauge", "1 while the bus link is up and subscribed, else 0.", g(&self.bus_connected)),
+            ("bus_reconnects_total", "counter", "Attempts to re-establish the Redis link.", c(&self.bus_reconnects)),
+            ("bus_probe_failures_total", "counter", "Times the liveness probe found the pub/sub link deaf.", c(&self.bus_probe_failures)),
+            ("bus_invalid_envelopes_total", "counter", "Messages on Redis that were not valid envelopes (dropped).", c(&self.bus_invalid_envelopes)),
+            ("bus_gap_notices_total", "counter", "Channels told `gap` after the bus link came back.", c(&self.bus_gap_notices)),
+            ("bus_subscribe_calls_total", "counter", "Bus subscriptions asked for (first local subscriber).", c(&self.bus_subscribes)),
+            ("bus_unsubscribe_calls_total", "counter", "Bus unsubscriptions asked for (last local subscriber left).", c(&self.bus_unsubscribes)),
+        ];
+        let mut out = String::with_capacity(8192);
+        for (name, kind, help, value) in plain.iter() {
+            let _ = writeln!(
+                out,
+                "# HELP roomcast_{name} {help}\n# TYPE roomcast_{name} {kind}\nroomcast_{name} {value}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP roomcast_closes_total Connections closed by the node, by close code."
         );
         let _ = writeln!(out, "# TYPE roomcast_closes_total counter");
         for (code, counter) in CLOSE_CODES.iter().zip(&self.closes) {
+            let (n, label, v) = (code.code(), code.label(), counter.get());
             let _ = writeln!(
                 out,
-                "roomcast_closes_total{{code=\"{}\",reason=\"{}\"}} {}",
-                code.code(),
-                code.label(),
-                counter.get()
+                "roomcast_closes_total{{code=\"{n}\",reason=\"{label}\"}} {v}"
             );
         }
         let _ = writeln!(
@@ -202,11 +164,10 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE roomcast_protocol_errors_total counter");
         for (code, counter) in ERROR_CODES.iter().zip(&self.errors) {
+            let (label, v) = (code.as_str(), counter.get());
             let _ = writeln!(
                 out,
-                "roomcast_protocol_errors_total{{code=\"{}\"}} {}",
-                code.as_str(),
-                counter.get()
+                "roomcast_protocol_errors_total{{code=\"{label}\"}} {v}"
             );
         }
         out

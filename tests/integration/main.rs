@@ -1,8 +1,10 @@
 //! roomcast's integration tests: one binary, real nodes on port 0, real clients.
 
+mod cluster;
 mod examples;
 mod fanout;
 mod http;
 mod limits;
 mod protocol;
+mod redis_support;
 mod support;

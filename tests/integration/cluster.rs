@@ -1,0 +1,325 @@
+//! Several nodes over a real Redis: rooms span nodes, backends publish with PUBLISH, and
+//! Redis failures are visible, never silent.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::redis_support::{DeafProxy, redis};
+use crate::support::{Client, TestNode, eventually};
+
+/// A node on the Redis bus, with limits out of the way of bulk tests and a fast probe.
+async fn node_on(url: &str, id: &str) -> TestNode {
+    let (url, id) = (url.to_string(), id.to_string());
+    TestNode::start_with(move |s| {
+        s.bus = roomcast::settings::BusKind::Redis;
+        s.redis_url = url;
+        s.node_id = id;
+        s.redis.prefix = "rc".into();
+        s.redis.probe_interval_ms = 100;
+        s.redis.probe_timeout_ms = 500;
+        s.redis.reconnect_min_ms = 20;
+        s.redis.reconnect_max_ms = 200;
+        s.redis.response_timeout_ms = 500;
+        s.limits.publish_rate = 1e6;
+        s.limits.publish_burst = 1e6;
+        s.limits.outbox_max_frames = 100_000;
+        s.limits.outbox_max_bytes = 64 << 20;
+    })
+    .await
+}
+
+async fn ready(node: &TestNode) {
+    let n = std::sync::Arc::clone(&node.node);
+    eventually(move || n.is_ready()).await;
+}
+
+async fn next_message(c: &mut Client) -> serde_json::Value {
+    loop {
+        let msg = c.recv().await;
+        if msg["op"] == "message" {
+            return msg;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_every_message_once_and_in_order() {
+    let Some(redis) = redis().await else { return };
+    let nodes = [
+        node_on(&redis.url(), "a").await,
+        node_on(&redis.url(), "b").await,
+        node_on(&redis.url(), "c").await,
+    ];
+    for n in &nodes {
+        ready(n).await;
+    }
+    const N: u64 = 10_000;
+    let mut readers = Vec::new();
+    for n in &nodes {
+        let mut c = n.json().await;
+        c.subscribe("chat:span").await;
+        readers.push(tokio::spawn(async move {
+            let (mut from_client, mut from_backend) = (0, 0);
+            while from_client < N || from_backend < N {
+                let msg = next_message(&mut c).await;
+                let seq = msg["data"]["seq"].as_u64().unwrap();
+                match msg["data"]["src"].as_str().unwrap() {
+                    "client" => {
+                        assert_eq!(seq, from_client, "client messages in order, once");
+                        from_client += 1;
+                    }
+                    "backend" => {
+                        assert_eq!(seq, from_backend, "backend messages in order, once");
+                        from_backend += 1;
+                    }
+                    other => panic!("unexpected source {other}"),
+                }
+            }
+            c
+        }));
+    }
+    // A client of node A and a plain Redis client publish concurrently.
+    let mut publisher = nodes[0].json().await;
+    let client_side = tokio::spawn(async move {
+        for seq in 0..N {
+            publisher
+                .send(json!({"id": seq, "op": "publish", "channel": "chat:span", "data": {"src": "client", "seq": seq}}))
+                .await;
+        }
+        let mut oks = 0;
+        while oks < N {
+            let reply = publisher.recv().await;
+            assert_eq!(reply["op"], "ok", "{reply}");
+            oks += 1;
+        }
+    });
+    let mut backend = redis.client().await.unwrap();
+    for seq in 0..N {
+        let envelope = json!({"data": {"src": "backend", "seq": seq}}).to_string();
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("rc:chat:span")
+            .arg(envelope)
+            .query_async(&mut backend)
+            .await
+            .unwrap();
+    }
+    client_side.await.unwrap();
+    for r in readers {
+        let mut c = tokio::time::timeout(Duration::from_secs(60), r)
+            .await
+            .unwrap()
+            .unwrap();
+        // Nothing more: exactly once.
+        assert_eq!(c.request(json!({"op": "ping"})).await["op"], "ok");
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn nodes_subscribe_only_to_channels_they_host() {
+    let Some(redis) = redis().await else { return };
+    let a = node_on(&redis.url(), "a").await;
+    let b = node_on(&redis.url(), "b").await;
+    ready(&a).await;
+    ready(&b).await;
+    assert_eq!(redis.numsub("rc:chat:only-a").await, 0);
+    let mut ca = a.json().await;
+    ca.subscribe("chat:only-a").await;
+    let mut ca2 = a.json().await;
+    ca2.subscribe("chat:only-a").await;
+    assert_eq!(
+        redis.numsub("rc:chat:only-a").await,
+        1,
+        "one Redis subscription per node, not per client"
+    );
+    let mut cb = b.json().await;
+    cb.subscribe("chat:only-a").await;
+    assert_eq!(redis.numsub("rc:chat:only-a").await, 2);
+    cb.request(json!({"op": "unsubscribe", "channel": "chat:only-a"}))
+        .await;
+    drop(ca2);
+    eventually(|| b.node.hub.channels().is_empty()).await;
+    let numsub = async || redis.numsub("rc:chat:only-a").await;
+    for _ in 0..100 {
+        if numsub().await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        numsub().await,
+        1,
+        "node B unsubscribed after its last client left"
+    );
+    ca.request(json!({"op": "unsubscribe", "channel": "chat:only-a"}))
+        .await;
+    for _ in 0..100 {
+        if numsub().await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut conn = redis.client().await.unwrap();
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("rc:chat:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(channels.is_empty(), "{channels:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_is_visible_and_recovers_by_itself() {
+    let Some(mut redis) = redis().await else {
+        return;
+    };
+    let a = node_on(&redis.url(), "a").await;
+    let b = node_on(&redis.url(), "b").await;
+    ready(&a).await;
+    ready(&b).await;
+    let mut sub_a = a.json().await;
+    sub_a.subscribe("chat:r").await;
+    let mut sub_b = b.json().await;
+    sub_b.subscribe("chat:r").await;
+    let mut pub_a = a.json().await;
+    assert_eq!(pub_a.publish("chat:r", json!("before")).await["op"], "ok");
+    assert_eq!(next_message(&mut sub_a).await["data"], "before");
+    assert_eq!(next_message(&mut sub_b).await["data"], "before");
+
+    redis.stop();
+    for n in [&a, &b] {
+        let node = std::sync::Arc::clone(&n.node);
+        eventually(move || !node.is_ready()).await;
+        assert_eq!(n.get("/readyz").await.0, 503);
+    }
+    let reply = pub_a.publish("chat:r", json!("during")).await;
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    // Clients are still connected and served.
+    assert_eq!(sub_a.request(json!({"op": "ping"})).await["op"], "ok");
+    // A subscription made during the outage is kept and set up on reconnect.
+    let mut late = b.json().await;
+    late.subscribe("chat:late").await;
+
+    redis.start().await;
+    ready(&a).await;
+    ready(&b).await;
+    assert_eq!(a.get("/readyz").await.0, 200);
+    for c in [&mut sub_a, &mut sub_b] {
+        let gap = c.recv().await;
+        assert_eq!(gap, json!({"op": "gap", "channel": "chat:r"}));
+    }
+    assert_eq!(
+        late.recv().await,
+        json!({"op": "gap", "channel": "chat:late"})
+    );
+    assert_eq!(pub_a.publish("chat:r", json!("after")).await["op"], "ok");
+    assert_eq!(next_message(&mut sub_a).await["data"], "after");
+    assert_eq!(next_message(&mut sub_b).await["data"], "after");
+    redis.publish("rc:chat:late", br#"{"data":"late"}"#).await;
+    assert_eq!(next_message(&mut late).await["data"], "late");
+    assert!(a.node.metrics.bus_reconnects.get() >= 1);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn deaf_pubsub_link_is_detected_by_the_probe() {
+    let Some(redis) = redis().await else { return };
+    let proxy = DeafProxy::start(redis.port).await;
+    let node = node_on(&proxy.url(), "deaf").await;
+    ready(&node).await;
+    let mut sub = node.json().await;
+    sub.subscribe("chat:d").await;
+    proxy.freeze();
+    let started = tokio::time::Instant::now();
+    let n = std::sync::Arc::clone(&node.node);
+    eventually(move || n.metrics.bus_probe_failures.get() >= 1).await;
+    // probe_timeout_ms (500) + probe_interval_ms (100), plus scheduling slack.
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    ready(&node).await;
+    assert_eq!(sub.recv().await, json!({"op": "gap", "channel": "chat:d"}));
+    redis
+        .publish("rc:chat:d", br#"{"data":"heard again"}"#)
+        .await;
+    assert_eq!(next_message(&mut sub).await["data"], "heard again");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn killed_pubsub_connection_is_rebuilt() {
+    let Some(redis) = redis().await else { return };
+    let node = node_on(&redis.url(), "kill").await;
+    ready(&node).await;
+    let mut sub = node.json().await;
+    sub.subscribe("chat:k").await;
+    let mut conn = redis.client().await.unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    assert_eq!(sub.recv().await, json!({"op": "gap", "channel": "chat:k"}));
+    redis.publish("rc:chat:k", br#"{"data":1}"#).await;
+    assert_eq!(next_message(&mut sub).await["data"], 1);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_envelopes_are_counted_and_skipped() {
+    let Some(redis) = redis().await else { return };
+    let node = node_on(&redis.url(), "inv").await;
+    ready(&node).await;
+    let mut sub = node.json().await;
+    sub.subscribe("chat:inv").await;
+    for bad in [
+        &b"plain text"[..],
+        b"{\"text\":\"no data\"}",
+        b"{\"data\":",
+        b"\x81\xa1v\x02",
+        b"{\"v\":9,\"data\":1}",
+    ] {
+        assert_eq!(redis.publish("rc:chat:inv", bad).await, 1);
+    }
+    redis.publish("rc:chat:inv", br#"{"data":"fine"}"#).await;
+    assert_eq!(next_message(&mut sub).await["data"], "fine");
+    assert_eq!(node.node.metrics.bus_invalid_envelopes.get(), 5);
+    let (_, metrics) = node.get("/metrics").await;
+    assert!(
+        metrics.contains("roomcast_bus_invalid_envelopes_total 5"),
+        "{metrics}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_message_ids_are_delivered_once() {
+    let Some(redis) = redis().await else { return };
+    let node = node_on(&redis.url(), "dup").await;
+    ready(&node).await;
+    let mut sub = node.json().await;
+    sub.subscribe("chat:dup").await;
+    for payload in [
+        &br#"{"data":1,"id":"order-7"}"#[..],
+        br#"{"data":1,"id":"order-7"}"#,
+        br#"{"data":2,"id":"order-8"}"#,
+    ] {
+        redis.publish("rc:chat:dup", payload).await;
+    }
+    assert_eq!(next_message(&mut sub).await["data"], 1);
+    assert_eq!(next_message(&mut sub).await["data"], 2);
+    assert_eq!(node.node.metrics.messages_duplicate.get(), 1);
+    node.stop().await;
+}
