@@ -8,8 +8,8 @@
  *   await rc.subscribe("chat:lobby");
  *   await rc.publish("chat:lobby", { text: "hi" });
  *
- * Reconnects by itself with exponential backoff and full jitter, and subscribes again to
- * every channel it was subscribed to. Requests made while disconnected are rejected with
+ * Reconnects by itself with exponential backoff and full jitter (to the next URL when
+ * given several), and subscribes again to every channel it was subscribed to. Requests made while disconnected are rejected with
  * code "disconnected"; subscriptions made while disconnected are kept and sent on connect.
  * Spec: proto/PROTOCOL.md.
  */
@@ -26,7 +26,8 @@
 
   class RoomcastClient {
     /**
-     * @param {string} url  e.g. "ws://localhost:8080/ws"
+     * @param {string|string[]} url  e.g. "ws://localhost:8080/ws", or several nodes'
+     *   URLs: each reconnect tries the next one, so clients of a lost node move on.
      * @param {object} [options]
      * @param {number} [options.minBackoffMs=500]   first reconnect delay cap
      * @param {number} [options.maxBackoffMs=15000] largest reconnect delay
@@ -35,7 +36,8 @@
      */
     constructor(url, options) {
       const o = options || {};
-      this.url = url;
+      this.urls = Array.isArray(url) ? url.slice() : [url];
+      this._urlIndex = 0;
       this.minBackoffMs = o.minBackoffMs ?? 500;
       this.maxBackoffMs = o.maxBackoffMs ?? 15000;
       this.requestTimeoutMs = o.requestTimeoutMs ?? 10000;
@@ -69,7 +71,7 @@
       if (this._ws && this._ws.readyState <= 1) return;
       let ws;
       try {
-        ws = new WebSocket(this.url, "roomcast.v1.json");
+        ws = new WebSocket(this.urls[this._urlIndex], "roomcast.v1.json");
       } catch (err) {
         this._emit("error", err);
         this._scheduleReconnect(1006);
@@ -186,7 +188,13 @@
       if (!this._closedByUser) this._scheduleReconnect(ev.code);
     }
 
+    /** The URL of the current (or next) connection attempt. */
+    get url() {
+      return this.urls[this._urlIndex];
+    }
+
     _scheduleReconnect(code) {
+      this._urlIndex = (this._urlIndex + 1) % this.urls.length;
       const cap = Math.min(this.maxBackoffMs, this.minBackoffMs * 2 ** this._attempt);
       // Full jitter spreads a crowd of clients whose node went away over the whole window.
       let delayMs = Math.random() * cap;

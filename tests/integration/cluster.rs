@@ -323,3 +323,49 @@ async fn repeated_message_ids_are_delivered_once() {
     assert_eq!(node.node.metrics.messages_duplicate.get(), 1);
     node.stop().await;
 }
+
+/// `proto/fixtures/envelopes/*.json`: what a backend publishes, and the frame browsers get.
+#[tokio::test]
+async fn envelope_conformance_fixtures() {
+    let Some(redis) = redis().await else { return };
+    let node = node_on(&redis.url(), "fixtures").await;
+    ready(&node).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/fixtures/envelopes");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8);
+    let mut invalid = 0;
+    for file in files {
+        let fixture: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let channel = fixture["channel"].as_str().unwrap();
+        let mut sub = node.json().await;
+        sub.subscribe(channel).await;
+        let payload = fixture["publish"].as_str().unwrap();
+        redis
+            .publish(&format!("rc:{channel}"), payload.as_bytes())
+            .await;
+        // A marker after it: whatever arrives before the marker came from the fixture.
+        redis
+            .publish(&format!("rc:{channel}"), br#"{"data":"$marker"}"#)
+            .await;
+        let first = next_message(&mut sub).await;
+        if fixture["receive"].is_null() {
+            invalid += 1;
+            assert_eq!(
+                first["data"],
+                "$marker",
+                "{}: must not be delivered",
+                file.display()
+            );
+        } else {
+            assert_eq!(first, fixture["receive"], "{}", file.display());
+            assert_eq!(next_message(&mut sub).await["data"], "$marker");
+        }
+    }
+    assert_eq!(node.node.metrics.bus_invalid_envelopes.get(), invalid);
+    node.stop().await;
+}

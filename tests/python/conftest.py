@@ -33,10 +33,11 @@ def roomcast_bin() -> str:
 class NodeProcess:
     """A roomcast node as a child process; can be stopped and started on the same port."""
 
-    def __init__(self, port: int, node_id: str, extra=()):
+    def __init__(self, port: int, node_id: str, extra=(), env=None):
         self.port = port
         self.node_id = node_id
         self.extra = list(extra)
+        self.env = dict(os.environ, **(env or {}))
         self.proc = None
 
     @property
@@ -46,7 +47,7 @@ class NodeProcess:
     def start(self):
         args = [roomcast_bin(), "--listen", f"127.0.0.1:{self.port}", "--node-id", self.node_id,
                 "--set", "shutdown.drain_window_ms=200", "--set", "shutdown.grace_ms=1000", *self.extra]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env)
         deadline = time.time() + 15
         while time.time() < deadline:
             try:
@@ -59,6 +60,12 @@ class NodeProcess:
         _, err = self.proc.communicate()
         self.proc = None
         raise RuntimeError("roomcast did not become ready:\n" + err.decode(errors="replace")[-4000:])
+
+    def kill(self):
+        """SIGKILL: no drain, no goodbye."""
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -104,3 +111,60 @@ def browser():
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+class RedisProcess:
+    """A real redis-server on a free port, for the cluster tests."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self):
+        if not shutil.which("redis-server"):
+            pytest.fail("redis-server not installed (scripts/test installs it)")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis as redis_py
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                redis_py.Redis(port=self.port).ping()
+                return
+            except redis_py.exceptions.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server():
+    r = RedisProcess()
+    r.start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def cluster(redis_server):
+    """Two nodes on the Redis bus."""
+    # Pages of one node talk to the other, as they would behind one load balancer's host.
+    nodes = [NodeProcess(free_port(), name, ["--bus", "redis", "--redis-url", redis_server.url],
+                         env={"ROOMCAST_ALLOWED_ORIGINS": "*"})
+             for name in ("node-a", "node-b")]
+    for n in nodes:
+        n.start()
+    yield nodes
+    for n in nodes:
+        if n.proc:
+            n.stop()
