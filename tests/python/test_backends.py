@@ -29,7 +29,7 @@ def test_every_example_publisher_reaches_every_node(cluster, redis_server):
     subs = [subscriber(node, "chat:examples") for node in cluster]
     env = dict(os.environ, REDIS_URL=redis_server.url)
     rust_example = ROOT / "target" / "debug" / "examples" / "publish"
-    assert rust_example.exists(), "cargo test --all-targets builds the examples"
+    assert rust_example.exists(), "scripts/test builds the examples"
     commands = {
         "shell": ["sh", str(ROOT / "examples" / "publish.sh")],
         "python": [str(Path(os.sys.executable)), str(ROOT / "examples" / "publish.py")],
