@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::redis_support::{DeafProxy, redis};
+use crate::redis_support::{DeafProxy, redis, redis_with_password};
 use crate::support::{Client, TestNode, eventually};
 
 /// A node on the Redis bus, with limits out of the way of bulk tests and a fast probe.
@@ -367,5 +367,34 @@ async fn envelope_conformance_fixtures() {
         }
     }
     assert_eq!(node.node.metrics.bus_invalid_envelopes.get(), invalid);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn redis_url_with_password_and_database() {
+    let Some(redis) = redis_with_password(Some("s3cret")).await else {
+        return;
+    };
+    let url = format!("redis://:s3cret@127.0.0.1:{}/3", redis.port);
+    let node = node_on(&url, "auth").await;
+    ready(&node).await;
+    let mut sub = node.json().await;
+    sub.subscribe("chat:auth").await;
+    let mut publisher = node.json().await;
+    assert_eq!(
+        publisher.publish("chat:auth", json!("authed")).await["op"],
+        "ok"
+    );
+    assert_eq!(next_message(&mut sub).await["data"], "authed");
+    node.stop().await;
+
+    let wrong = format!("redis://:wrong@127.0.0.1:{}", redis.port);
+    let node = node_on(&wrong, "noauth").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !node.node.is_ready(),
+        "a refused password keeps the node not ready"
+    );
+    assert_eq!(node.get("/readyz").await.0, 503);
     node.stop().await;
 }

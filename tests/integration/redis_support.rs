@@ -10,12 +10,18 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub struct RedisServer {
     pub port: u16,
+    /// `requirepass`, when set.
+    pub password: Option<String>,
     child: Option<Child>,
 }
 
 /// `None` (after printing why) when `redis-server` is not installed, unless
 /// `REQUIRE_REDIS=1`, which `scripts/test` sets so that CI never skips.
 pub async fn redis() -> Option<RedisServer> {
+    redis_with_password(None).await
+}
+
+pub async fn redis_with_password(password: Option<&str>) -> Option<RedisServer> {
     if Command::new("redis-server")
         .arg("--version")
         .output()
@@ -29,7 +35,11 @@ pub async fn redis() -> Option<RedisServer> {
         return None;
     }
     let port = free_port();
-    let mut server = RedisServer { port, child: None };
+    let mut server = RedisServer {
+        port,
+        password: password.map(str::to_string),
+        child: None,
+    };
     server.start().await;
     Some(server)
 }
@@ -44,11 +54,18 @@ pub fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     pub async fn start(&mut self) {
-        let child = Command::new("redis-server")
+        let mut cmd = Command::new("redis-server");
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = cmd
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdout(Stdio::null())
