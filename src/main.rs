@@ -37,9 +37,7 @@ fn main() -> ExitCode {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let listen = settings.listen;
     let node = Node::new(settings).context("cannot start the node")?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let shutdown = node.shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -48,6 +46,19 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     });
     roomcast::server::serve(listener, node).await;
     Ok(())
+}
+
+/// A listener with a deep accept backlog: connection storms (every client of a lost node
+/// reconnecting at once) otherwise overflow the default queue and stall in SYN retries.
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(8192)
 }
 
 async fn wait_for_signal() {

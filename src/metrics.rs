@@ -146,6 +146,18 @@ impl Metrics {
                 "# HELP roomcast_{name} {help}\n# TYPE roomcast_{name} {kind}\nroomcast_{name} {value}"
             );
         }
+        if let Some((rss, cpu)) = process_usage() {
+            let _ = writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident memory size in bytes.\n\
+                 # TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+            );
+            let _ = writeln!(
+                out,
+                "# HELP process_cpu_seconds_total Total user and system CPU time in seconds.\n\
+                 # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP roomcast_closes_total Connections closed by the node, by close code."
@@ -172,4 +184,21 @@ impl Metrics {
         }
         out
     }
+}
+
+/// (RSS bytes, CPU seconds) of this process, from /proc (Linux only).
+fn process_usage() -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux platform roomcast targets.
+    Some((rss_kib * 1024, ticks as f64 / 100.0))
 }

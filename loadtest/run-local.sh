@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs a load-test scenario against a local cluster it starts and stops itself:
+# redis-server and K roomcast nodes on free loopback ports, then roomcast-loadtest.
+#
+#   loadtest/run-local.sh SCENARIO [--connections N] [--duration SECONDS] [--rate MSGS_PER_S]
+#                                  [--nodes K] [--out DIR] [--via redis|ws]
+#
+# SCENARIO is a name in loadtest/scenarios (fanout, rooms, storm, churn) or a file.
+# ROOMCAST_BIN / LOADTEST_BIN point at prebuilt binaries (default: release builds, made
+# here when missing). Everything runs on 127.0.0.x and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scenario="${1:?usage: loadtest/run-local.sh SCENARIO [--connections N] [--duration S] [--rate R] [--nodes K] [--out DIR]}"
+shift
+nodes=1
+out=""
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --nodes) nodes="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    --connections|--duration|--rate) extra+=("$1" "$2"); shift 2 ;;
+    --quiet) extra+=("$1"); shift ;;
+    *) echo "unknown option $1" >&2; exit 64 ;;
+  esac
+done
+[ -f "$scenario" ] || scenario="loadtest/scenarios/$scenario.toml"
+[ -f "$scenario" ] || { echo "no such scenario: $scenario" >&2; exit 64; }
+name="$(basename "$scenario" .toml)"
+out="${out:-loadtest/results/$name-$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$out"
+
+if [ -z "${ROOMCAST_BIN:-}" ] || [ -z "${LOADTEST_BIN:-}" ]; then
+  cargo build --release -q -p roomcast -p roomcast-loadtest
+fi
+ROOMCAST_BIN="${ROOMCAST_BIN:-target/release/roomcast}"
+LOADTEST_BIN="${LOADTEST_BIN:-target/release/roomcast-loadtest}"
+command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 69; }
+
+# Every process may hold this many files; a node holds at most ~19,900 connections here.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT INT TERM
+
+redis_port="$(free_port)"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+  --maxclients 10000 >"$out/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+targets=()
+node_pids=()
+for i in $(seq 1 "$nodes"); do
+  port="$(free_port)"
+  "$ROOMCAST_BIN" --listen "127.0.0.1:$port" --node-id "load-$i" --bus redis \
+    --redis-url "redis://127.0.0.1:$redis_port" --log-format json \
+    --set limits.max_connections=19900 --set limits.publish_rate=1000000 \
+    --set limits.publish_burst=1000000 --set shutdown.drain_window_ms=100 \
+    >"$out/node-$i.log" 2>&1 &
+  pids+=($!)
+  node_pids+=($!)
+  targets+=("ws://127.0.0.1:$port/ws")
+  for _ in $(seq 200); do
+    curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+done
+
+IFS=, ; target_list="${targets[*]}"; pid_list="${node_pids[*]}"; unset IFS
+"$LOADTEST_BIN" run --scenario "$scenario" --targets "$target_list" \
+  --redis-url "redis://127.0.0.1:$redis_port" --node-pids "$pid_list" --out "$out" "${extra[@]}"
+echo "report: $out/report.md"

@@ -1,0 +1,31 @@
+"""Smoke test of the load-test harness: a small run over three local nodes, zero loss.
+Asserts no timing; speed lives in loadtest/README.md."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_fanout_smoke_over_three_nodes(tmp_path):
+    env = dict(os.environ,
+               ROOMCAST_BIN=os.environ.get("ROOMCAST_BIN", str(ROOT / "target/debug/roomcast")),
+               LOADTEST_BIN=str(ROOT / "target/debug/roomcast-loadtest"))
+    out = tmp_path / "report"
+    run = subprocess.run([str(ROOT / "loadtest/run-local.sh"), "fanout", "--connections", "500", "--nodes", "3",
+                          "--duration", "5", "--rate", "20", "--out", str(out), "--quiet"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["connected"] == 500 and summary["connect_failures"] == 0
+    assert summary["published"] == 100
+    assert summary["expected"] == 500 * 100
+    assert summary["lost"] == 0
+    assert summary["duplicates"] == 0
+    assert summary["out_of_order"] == 0
+    assert summary["latency_ms"]["samples"] == 500 * 100
+    assert len(summary["nodes"]) == 3 and summary["rss_bytes_per_connection"] is not None
+    assert (out / "report.md").exists()
+    assert (out / "latency.svg").read_text().startswith("<svg")
