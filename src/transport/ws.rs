@@ -5,53 +5,52 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{OpCode, Role, WebSocketError, WebSocketRead};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tracing::Instrument;
 
 use crate::conn::{Batch, Conn};
 use crate::node::Node;
-use crate::protocol::{CloseCode, Codec, close_frame, ping_frame, pong_frame};
+use crate::protocol::{
+    CloseCode, Codec, ErrorCode, Rejection, close_frame, ping_frame, pong_frame,
+};
 use crate::session::Session;
+use crate::transport::reader::{Frame, FrameReader, OpCode, ReadError};
 
 /// How long a close frame may take to write before the socket is dropped without it.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-type BoxRead = Box<dyn AsyncRead + Unpin + Send>;
 type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
 
-/// Splits an upgraded connection into owned halves. For plain TCP (always, with the
-/// server in this crate) the halves are lock-free; bytes hyper read past the handshake
-/// are replayed first.
-fn split(upgraded: Upgraded) -> (BoxRead, BoxWrite) {
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let (read, write) = parts.io.into_inner().into_split();
-            // `read_buf` may pin hyper's whole read buffer; keep only the bytes themselves.
-            let early = Bytes::copy_from_slice(&parts.read_buf);
-            let read = std::io::Cursor::new(early).chain(read);
-            (Box::new(read), Box::new(write))
-        }
-        Err(upgraded) => {
-            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-            (Box::new(read), Box::new(write))
-        }
-    }
+/// Takes the TCP stream back from hyper: the reader waits on the socket's readiness and
+/// the writer owns its write half, with no lock between them.
+fn split(upgraded: Upgraded) -> Option<(OwnedReadHalf, Bytes, BoxWrite)> {
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    let (read, write) = parts.io.into_inner().into_split();
+    // `read_buf` may pin hyper's whole read buffer; keep only the bytes themselves.
+    let early = Bytes::copy_from_slice(&parts.read_buf);
+    Some((read, early, Box::new(write)))
 }
 
 /// Runs a client connection until it ends. The caller has completed the handshake.
 pub async fn serve(node: Arc<Node>, upgraded: Upgraded, codec: Codec, peer: std::net::SocketAddr) {
-    let (read, mut write) = split(upgraded);
+    let Some((read, early, mut write)) = split(upgraded) else {
+        // The server in this crate only ever hands over TCP streams.
+        tracing::error!(%peer, "upgraded connection is not a TCP stream");
+        return;
+    };
     let limits = &node.settings.limits;
     let conn = Arc::new(Conn::new(
         codec,
         limits.outbox_max_bytes,
         limits.outbox_max_frames,
     ));
-    let span = tracing::info_span!("conn", id = %conn.id, %peer, ?codec);
+    // Debug level: at the default level nothing inside a connection logs, and an enabled
+    // span costs ~300 bytes per connection for nothing.
+    let span = tracing::debug_span!("conn", id = %conn.id, %peer, ?codec);
     if !node.register(&conn) {
         tracing::debug!(parent: &span, "node full or draining, refusing connection");
         let code = CloseCode::TryAgainLater;
@@ -67,7 +66,8 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, codec: Codec, peer: std:
     );
     let mut session = Session::new(Arc::clone(&node), Arc::clone(&conn));
     session.welcome();
-    read_loop(&node, &conn, &mut session, read)
+    let reader = FrameReader::new(read, &early, node.settings.limits.max_message_size);
+    read_loop(&node, &conn, &mut session, reader)
         .instrument(span.clone())
         .await;
     session.end().await;
@@ -85,29 +85,26 @@ struct Partial {
     data: Vec<u8>,
 }
 
-async fn read_loop(node: &Node, conn: &Conn, session: &mut Session, read: BoxRead) {
+async fn read_loop(node: &Node, conn: &Conn, session: &mut Session, mut reader: FrameReader) {
     let max = node.settings.limits.max_message_size;
     let idle = node.settings.idle_timeout();
-    let (mut ws, _) = fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
-    ws.set_auto_close(false);
-    ws.set_auto_pong(false);
-    // fastwebsockets refuses frames of `>= max_message_size` bytes; roomcast allows `max`.
-    ws.set_max_message_size(max + 1);
     let mut partial: Option<Partial> = None;
     loop {
-        // `read_frame` is not cancel-safe, which is fine here: both branches that drop it
-        // end the connection, so no half-read frame is ever resumed.
         let frame = tokio::select! {
             biased;
             () = conn.cancelled() => return,
-            r = tokio::time::timeout(idle, read_frame(&mut ws)) => r,
+            r = tokio::time::timeout(idle, reader.next()) => r,
         };
         let frame = match frame {
             Err(_) => return conn.close(CloseCode::IdleTimeout),
             Ok(Err(error)) => return on_read_error(conn, error),
             Ok(Ok(frame)) => frame,
         };
-        let (opcode, fin, payload) = frame;
+        let Frame {
+            opcode,
+            fin,
+            payload,
+        } = frame;
         let message = match opcode {
             OpCode::Ping => {
                 let _ = conn.push(pong_frame(&payload));
@@ -150,9 +147,9 @@ async fn read_loop(node: &Node, conn: &Conn, session: &mut Session, read: BoxRea
             Codec::Msgpack => OpCode::Binary,
         };
         if message.opcode != expected {
-            session.reject(&crate::protocol::Rejection::new(
+            session.reject(&Rejection::new(
                 None,
-                crate::protocol::ErrorCode::BadRequest,
+                ErrorCode::BadRequest,
                 format!(
                     "this connection speaks {} and expects {:?} frames",
                     conn.codec.subprotocol(),
@@ -161,38 +158,22 @@ async fn read_loop(node: &Node, conn: &Conn, session: &mut Session, read: BoxRea
             ));
             continue;
         }
-        session.handle(&message.data).await;
+        // Boxed: the handling future is large and only needed while a message is handled,
+        // not in every idle connection's reader task.
+        Box::pin(session.handle(&message.data)).await;
     }
 }
 
-/// Reads one frame and copies out what the loop needs, so no borrow of the reader's
-/// buffer outlives the call.
-async fn read_frame(
-    ws: &mut WebSocketRead<BoxRead>,
-) -> Result<(OpCode, bool, Bytes), WebSocketError> {
-    // auto_close and auto_pong are off, so there is never an obligated frame to send.
-    let mut no_obligations = |_| std::future::ready(Ok::<(), std::io::Error>(()));
-    let frame = ws.read_frame(&mut no_obligations).await?;
-    Ok((
-        frame.opcode,
-        frame.fin,
-        Bytes::copy_from_slice(&frame.payload),
-    ))
-}
-
-fn on_read_error(conn: &Conn, error: WebSocketError) {
+fn on_read_error(conn: &Conn, error: ReadError) {
     let code = match error {
-        WebSocketError::InvalidUTF8 => CloseCode::InvalidPayload,
-        WebSocketError::FrameTooLarge => CloseCode::MessageTooBig,
+        ReadError::TooBig(_) => CloseCode::MessageTooBig,
+        ReadError::Protocol(_) => CloseCode::ProtocolError,
         // The peer is gone; there is nobody to send a close frame to.
-        WebSocketError::UnexpectedEOF
-        | WebSocketError::IoError(_)
-        | WebSocketError::ConnectionClosed => {
+        ReadError::Eof | ReadError::Lost(_) => {
             tracing::debug!(%error, "connection lost");
             conn.cancel();
             return;
         }
-        _ => CloseCode::ProtocolError,
     };
     tracing::debug!(%error, close = code.code(), "closing on bad frame");
     conn.close(code);

@@ -3,6 +3,7 @@
 
 use futures_util::StreamExt;
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{Client, Closed, RawClient, TestNode};

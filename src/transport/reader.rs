@@ -1,0 +1,237 @@
+//! Reads client WebSocket frames (RFC 6455 §5) from a TCP socket, holding no buffer while
+//! the connection is idle.
+//!
+//! Why not fastwebsockets' reader: it keeps an 8 KiB buffer per connection for the
+//! connection's whole life, which is most of an idle connection's memory (measured: 8.2 KiB
+//! of 8.4 KiB per idle connection). This reader waits for readiness first and allocates
+//! only when bytes arrive, sized to the frame, and lets go once the frame is handed out.
+//! fastwebsockets still does the handshake and the `/echo` endpoint.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::net::tcp::OwnedReadHalf;
+
+/// Bytes read at a time when the frame's size is not known yet.
+const READ_CHUNK: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpCode {
+    Continuation,
+    Text,
+    Binary,
+    Close,
+    Ping,
+    Pong,
+}
+
+#[derive(Debug)]
+pub struct Frame {
+    pub fin: bool,
+    pub opcode: OpCode,
+    pub payload: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The peer closed the TCP connection, or it broke.
+    #[error("connection lost: {0}")]
+    Lost(#[from] std::io::Error),
+    #[error("connection closed without a close frame")]
+    Eof,
+    /// A frame larger than the limit (before reading its payload).
+    #[error("frame of {0} bytes is over the limit")]
+    TooBig(u64),
+    /// Broken framing: the connection must close with 1002.
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+}
+
+pub struct FrameReader {
+    stream: OwnedReadHalf,
+    /// Bytes read and not yet handed out; empty, without an allocation, when idle.
+    buf: BytesMut,
+    max_payload: usize,
+}
+
+impl FrameReader {
+    /// `early` holds bytes that arrived with the handshake.
+    pub fn new(stream: OwnedReadHalf, early: &[u8], max_payload: usize) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::from(early),
+            max_payload,
+        }
+    }
+
+    /// The next frame, unmasked. Cancel-safe: a dropped call loses no bytes.
+    pub async fn next(&mut self) -> Result<Frame, ReadError> {
+        loop {
+            let need = match parse(&mut self.buf, self.max_payload)? {
+                Parsed::Frame(frame) => {
+                    if self.buf.is_empty() {
+                        // Release the allocation with the last frame taken from it.
+                        self.buf = BytesMut::new();
+                    }
+                    return Ok(frame);
+                }
+                Parsed::Need(n) => n,
+            };
+            self.stream.readable().await?;
+            self.buf.reserve(need.max(READ_CHUNK));
+            match self.stream.try_read_buf(&mut self.buf) {
+                Ok(0) => return Err(ReadError::Eof),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+enum Parsed {
+    Frame(Frame),
+    /// At least this many more bytes are needed.
+    Need(usize),
+}
+
+fn parse(buf: &mut BytesMut, max_payload: usize) -> Result<Parsed, ReadError> {
+    if buf.len() < 2 {
+        return Ok(Parsed::Need(2 - buf.len()));
+    }
+    let (b0, b1) = (buf[0], buf[1]);
+    if b0 & 0x70 != 0 {
+        return Err(ReadError::Protocol("reserved bits set"));
+    }
+    let opcode = match b0 & 0x0F {
+        0x0 => OpCode::Continuation,
+        0x1 => OpCode::Text,
+        0x2 => OpCode::Binary,
+        0x8 => OpCode::Close,
+        0x9 => OpCode::Ping,
+        0xA => OpCode::Pong,
+        _ => return Err(ReadError::Protocol("reserved opcode")),
+    };
+    let fin = b0 & 0x80 != 0;
+    if b1 & 0x80 == 0 {
+        return Err(ReadError::Protocol("client frames must be masked"));
+    }
+    let control = matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong);
+    let (len, len_bytes) = match b1 & 0x7F {
+        126 => {
+            if buf.len() < 4 {
+                return Ok(Parsed::Need(4 - buf.len()));
+            }
+            (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 2)
+        }
+        127 => {
+            if buf.len() < 10 {
+                return Ok(Parsed::Need(10 - buf.len()));
+            }
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (u64::from_be_bytes(b), 8)
+        }
+        n => (u64::from(n), 0),
+    };
+    if control && (!fin || len > 125) {
+        return Err(ReadError::Protocol(
+            "control frames must be whole and at most 125 bytes",
+        ));
+    }
+    if len > max_payload as u64 {
+        return Err(ReadError::TooBig(len));
+    }
+    let head = 2 + len_bytes + 4;
+    let total = head + len as usize;
+    if buf.len() < total {
+        return Ok(Parsed::Need(total - buf.len()));
+    }
+    let mask = [buf[head - 4], buf[head - 3], buf[head - 2], buf[head - 1]];
+    buf.advance(head);
+    let mut payload = buf.split_to(len as usize);
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
+    }
+    if opcode == OpCode::Close && payload.len() == 1 {
+        return Err(ReadError::Protocol("close frame with a 1-byte payload"));
+    }
+    Ok(Parsed::Frame(Frame {
+        fin,
+        opcode,
+        payload: payload.freeze(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [9u8, 8, 7, 6];
+        let mut out = vec![first];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n @ 126..=0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    fn parse_all(bytes: &[u8], max: usize) -> Result<Vec<Frame>, ReadError> {
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        // Byte by byte: every split point must work.
+        for b in bytes {
+            buf.extend_from_slice(&[*b]);
+            while let Parsed::Frame(f) = parse(&mut buf, max)? {
+                frames.push(f);
+            }
+        }
+        Ok(frames)
+    }
+
+    #[test]
+    fn parses_frames_split_anywhere() {
+        let mut bytes = masked(0x81, b"hello");
+        bytes.extend(masked(0x02, &[7u8; 300]));
+        bytes.extend(masked(0x80, &[1u8; 70_000]));
+        bytes.extend(masked(0x89, b"p"));
+        let frames = parse_all(&bytes, 1 << 20).unwrap();
+        assert_eq!(frames.len(), 4);
+        assert_eq!(
+            (frames[0].opcode, frames[0].fin, &frames[0].payload[..]),
+            (OpCode::Text, true, &b"hello"[..])
+        );
+        assert_eq!(
+            (frames[1].opcode, frames[1].fin, frames[1].payload.len()),
+            (OpCode::Binary, false, 300)
+        );
+        assert_eq!(
+            (frames[2].opcode, frames[2].payload.len()),
+            (OpCode::Continuation, 70_000)
+        );
+        assert_eq!(frames[3].opcode, OpCode::Ping);
+    }
+
+    #[test]
+    fn rejects_broken_framing() {
+        let protocol = |bytes: &[u8]| matches!(parse_all(bytes, 1024), Err(ReadError::Protocol(_)));
+        assert!(protocol(&masked(0xC1, b"x")), "reserved bit");
+        assert!(protocol(&masked(0x83, b"x")), "reserved opcode");
+        assert!(protocol(&masked(0x09, b"")), "fragmented ping");
+        assert!(protocol(&masked(0x89, &[0u8; 126])), "long ping");
+        assert!(protocol(&masked(0x88, b"x")), "1-byte close");
+        assert!(protocol(&[0x81, 0x01, b'x']), "unmasked");
+        assert!(matches!(
+            parse_all(&masked(0x81, &[0u8; 1025]), 1024),
+            Err(ReadError::TooBig(1025))
+        ));
+    }
+}
