@@ -26,6 +26,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if cli.healthcheck {
+        return healthcheck(settings.listen);
+    }
     if let Err(error) = roomcast::telemetry::init(&settings.log) {
         eprintln!("roomcast: configuration error: {error}");
         return ExitCode::from(EXIT_CONFIG);
@@ -53,6 +56,27 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     });
     roomcast::server::serve(listener, node).await;
     Ok(())
+}
+
+/// `GET /readyz` on the node's own address: exit 0 when it answers 200.
+fn healthcheck(listen: std::net::SocketAddr) -> ExitCode {
+    use std::io::{Read, Write};
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = std::time::Duration::from_secs(2);
+    let ready = std::net::TcpStream::connect_timeout(&addr, timeout).and_then(|mut s| {
+        s.set_read_timeout(Some(timeout))?;
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)?;
+        Ok(&head[9..12] == b"200")
+    });
+    match ready {
+        Ok(true) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
 }
 
 /// A listener with a deep accept backlog: connection storms (every client of a lost node

@@ -39,6 +39,10 @@ pub struct Cli {
     /// Set any other key, e.g. `--set limits.max_connections=5000` (repeatable)
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Ask the node on `listen` whether it is ready (GET /readyz); exit 0 if so, 1 if not.
+    /// For container health checks.
+    #[arg(long)]
+    pub healthcheck: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,57 @@
+"""Structure of the deploy artifacts: Kubernetes manifests, compose file, Dockerfile."""
+
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+
+
+def docs():
+    out = {}
+    for f in sorted(K8S.glob("*.yaml")):
+        for d in yaml.safe_load_all(f.read_text()):
+            if d:
+                assert {"apiVersion", "kind"} <= d.keys(), f
+                out.setdefault(d["kind"], []).append(d)
+    return out
+
+
+def test_kubernetes_manifests():
+    k = docs()
+    for kind in ("Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Kustomization"):
+        assert kind in k, kind
+    node = next(d for d in k["Deployment"] if d["metadata"]["name"] == "roomcast")
+    pod = node["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
+    toml = tomllib.loads(k["ConfigMap"][0]["data"]["roomcast.toml"])
+    drain_s = (toml["shutdown"]["drain_window_ms"] + toml["shutdown"]["grace_ms"]) / 1000
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + drain_s
+    assert node["spec"]["selector"]["matchLabels"] == node["spec"]["template"]["metadata"]["labels"]
+    service = next(d for d in k["Service"] if d["metadata"]["name"] == "roomcast")
+    assert service["spec"]["selector"] == node["spec"]["template"]["metadata"]["labels"]
+    kustomized = set(k["Kustomization"][0]["resources"])
+    assert kustomized == {f.name for f in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_compose_file():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    s = compose["services"]
+    assert set(s) == {"redis", "node", "lb"}
+    assert s["node"]["scale"] == 3
+    assert s["node"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert s["lb"]["depends_on"]["node"]["condition"] == "service_healthy"
+    assert s["node"]["environment"]["ROOMCAST_BUS"] == "redis"
+    assert s["node"]["environment"]["ROOMCAST_LOG__FORMAT"] == "json"
+
+
+def test_dockerfile():
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    for needle in ("ARG RUST_IMAGE=rust:1-bookworm", "ARG RUNTIME_IMAGE=debian:bookworm-slim", "USER roomcast",
+                   "STOPSIGNAL SIGTERM", "HEALTHCHECK", "--healthcheck"):
+        assert needle in text, needle
