@@ -34,6 +34,8 @@ base_rootfs() {
     as_root debootstrap --variant=minbase --include=ca-certificates "$SUITE" "$STATE/base" "$MIRROR" >"$STATE/debootstrap.log" 2>&1 \
       || { tail -20 "$STATE/debootstrap.log"; exit 1; }
     as_root chroot "$STATE/base" apt-get clean
+    # What the official slim image leaves out too: docs, manuals, package lists.
+    as_root sh -c "rm -rf '$STATE/base'/usr/share/doc/* '$STATE/base'/usr/share/man/* '$STATE/base'/usr/share/info/* '$STATE/base'/var/lib/apt/lists/* '$STATE/base'/var/cache/apt/*.bin"
     touch "$STATE/base.done"
   fi
 }
@@ -73,7 +75,7 @@ if ! have haproxy:2.8; then
   base_rootfs
   rootfs_with haproxy haproxy
   as_root mkdir -p "$STATE/haproxy/usr/local/etc/haproxy"
-  import "$STATE/haproxy" haproxy:2.8 --change 'CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]' --change 'STOPSIGNAL SIGUSR1'
+  import "$STATE/haproxy" haproxy:2.8 --change 'CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]'
 fi
 
 if ! have rust:1-bookworm; then

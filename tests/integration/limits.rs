@@ -71,7 +71,10 @@ async fn broken_framing_closes_1002() {
     }
     // Clients must mask their frames (RFC 6455 §5.1).
     let mut raw = RawClient::connect(node.addr).await;
-    raw.stream.write_all(&[0x81, 0x02, b'{', b'}']).await.unwrap();
+    raw.stream
+        .write_all(&[0x81, 0x02, b'{', b'}'])
+        .await
+        .unwrap();
     assert_eq!(raw.close_code().await, Some(1002), "unmasked frame");
     assert_eq!(
         node.json().await.request(json!({"op": "ping"})).await["op"],
