@@ -96,8 +96,11 @@ fi
 lock_sum="$(sha256sum Cargo.lock | cut -d' ' -f1)"
 if [ "$(cat "$STATE/vendor.sum" 2>/dev/null)" != "$lock_sum" ]; then
   log "vendoring crates into deploy/.vendor"
+  mkdir -p deploy/.vendor
   find deploy/.vendor -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
   cargo vendor --locked --versioned-dirs -q deploy/.vendor >/dev/null
+  # cargo vendor empties the folder, the committed README included.
+  git checkout -- deploy/.vendor/README.md 2>/dev/null || true
   echo "$lock_sum" > "$STATE/vendor.sum"
 fi
 

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{CloseCode, Codec};
 
 /// A connection id, unique within one node's lifetime.
@@ -41,6 +43,7 @@ pub enum PushError {
 pub struct Conn {
     pub id: ConnId,
     pub codec: Codec,
+    metrics: Arc<Metrics>,
     max_bytes: usize,
     max_frames: usize,
     state: Mutex<Queue>,
@@ -50,9 +53,17 @@ pub struct Conn {
     cancel: CancellationToken,
 }
 
+/// A frame waiting for the writer, with the publish time of the message it carries (ms
+/// since the epoch; 0 for replies and control frames), for the publish-to-write latency.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub frame: Bytes,
+    pub published_ms: u64,
+}
+
 #[derive(Default)]
 struct Queue {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Outgoing>,
     bytes: usize,
     close: Option<CloseCode>,
 }
@@ -60,16 +71,17 @@ struct Queue {
 /// What the writer should do next.
 pub enum Batch {
     /// Write these frames, in order.
-    Frames(Vec<Bytes>),
+    Frames(Vec<Outgoing>),
     /// Everything queued before the close has been handed out: send this close and stop.
     Close(CloseCode),
 }
 
 impl Conn {
-    pub fn new(codec: Codec, max_bytes: usize, max_frames: usize) -> Self {
+    pub fn new(codec: Codec, max_bytes: usize, max_frames: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             id: ConnId::next(),
             codec,
+            metrics,
             max_bytes,
             max_frames,
             state: Mutex::new(Queue::default()),
@@ -78,8 +90,13 @@ impl Conn {
         }
     }
 
-    /// Queues a ready frame for the writer. Never blocks.
+    /// Queues a ready frame (a reply or control frame) for the writer. Never blocks.
     pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        self.push_message(frame, 0)
+    }
+
+    /// Queues the frame of a message published at `published_ms`. Never blocks.
+    pub fn push_message(&self, frame: Bytes, published_ms: u64) -> Result<(), PushError> {
         let mut q = self.state.lock();
         if q.close.is_some() {
             return Err(PushError::Closed);
@@ -88,8 +105,12 @@ impl Conn {
             return Err(PushError::Full);
         }
         q.bytes += frame.len();
-        q.frames.push_back(frame);
+        q.frames.push_back(Outgoing {
+            frame,
+            published_ms,
+        });
         drop(q);
+        self.metrics.queued_frames.inc();
         self.wake.notify_one();
         Ok(())
     }
@@ -112,9 +133,13 @@ impl Conn {
         if q.close.is_none() {
             q.close = Some(code);
         }
+        let dropped = q.frames.len();
         q.frames.clear();
         q.bytes = 0;
         drop(q);
+        self.metrics.queued_frames.add(-(dropped as i64));
+        self.metrics
+            .dropped(DropReason::SlowConsumer, dropped as u64);
         self.wake.notify_one();
         self.cancel.cancel();
     }
@@ -149,7 +174,10 @@ impl Conn {
                 let mut q = self.state.lock();
                 if !q.frames.is_empty() {
                     q.bytes = 0;
-                    return Batch::Frames(std::mem::take(&mut q.frames).into());
+                    let frames: Vec<Outgoing> = std::mem::take(&mut q.frames).into();
+                    drop(q);
+                    self.metrics.queued_frames.add(-(frames.len() as i64));
+                    return Batch::Frames(frames);
                 }
                 if let Some(code) = q.close {
                     return Batch::Close(code);
@@ -166,7 +194,7 @@ mod tests {
 
     #[test]
     fn bounded_by_frames_and_bytes() {
-        let conn = Conn::new(Codec::Json, 10, 2);
+        let conn = Conn::new(Codec::Json, 10, 2, Arc::default());
         assert_eq!(conn.push(Bytes::from_static(b"1234")), Ok(()));
         assert_eq!(
             conn.push(Bytes::from_static(b"1234567")),
@@ -178,7 +206,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_after_queued_frames() {
-        let conn = Conn::new(Codec::Json, 100, 10);
+        let conn = Conn::new(Codec::Json, 100, 10, Arc::default());
         conn.push(Bytes::from_static(b"a")).unwrap();
         conn.close(CloseCode::GoingAway);
         assert_eq!(conn.push(Bytes::from_static(b"b")), Err(PushError::Closed));
@@ -191,7 +219,7 @@ mod tests {
 
     #[tokio::test]
     async fn abort_drops_queued_frames() {
-        let conn = Conn::new(Codec::Json, 100, 10);
+        let conn = Conn::new(Codec::Json, 100, 10, Arc::default());
         conn.push(Bytes::from_static(b"a")).unwrap();
         conn.abort(CloseCode::SlowConsumer);
         assert!(conn.is_cancelled());

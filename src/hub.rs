@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::bus::envelope::Envelope;
 use crate::channel::ChannelName;
 use crate::conn::{Conn, ConnId, PushError};
-use crate::metrics::Metrics;
+use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{CloseCode, Codec, ServerMsg};
 
 const SHARDS: usize = 64;
@@ -133,15 +133,18 @@ impl Hub {
                 .hash_one((delivery.channel.as_str(), id.as_str()));
             if !self.recent_ids.lock().insert(key) {
                 self.metrics.messages_duplicate.inc();
+                self.metrics.dropped(DropReason::Duplicate, 1);
                 return 0;
             }
         }
-        let delivered = self.fan_out(&delivery.channel, |codec| {
+        let published_ms = delivery.envelope.ts.unwrap_or(0);
+        let delivered = self.fan_out(&delivery.channel, published_ms, |codec| {
             match codec.encode_message(&delivery.channel, &delivery.envelope.data) {
                 Ok(frame) => Some(frame),
                 Err(error) => {
                     // Data entered the cluster as validated JSON, so this is a bug.
                     self.metrics.messages_dropped_encode.inc();
+                    self.metrics.dropped(DropReason::Encode, 1);
                     tracing::error!(%error, channel = %delivery.channel, ?codec, "cannot encode message");
                     None
                 }
@@ -153,14 +156,19 @@ impl Hub {
 
     /// Tells the channel's local subscribers that messages may have been lost.
     pub fn gap(&self, channel: &ChannelName) -> usize {
-        self.fan_out(channel, |codec| {
+        self.fan_out(channel, 0, |codec| {
             Some(codec.encode(&ServerMsg::Gap {
                 channel: channel.as_str(),
             }))
         })
     }
 
-    fn fan_out(&self, channel: &ChannelName, encode: impl Fn(Codec) -> Option<Bytes>) -> usize {
+    fn fan_out(
+        &self,
+        channel: &ChannelName,
+        published_ms: u64,
+        encode: impl Fn(Codec) -> Option<Bytes>,
+    ) -> usize {
         let shard = self.shard(channel).read();
         let Some(subs) = shard.get(channel) else {
             return 0;
@@ -175,14 +183,14 @@ impl Hub {
             let Some(frame) = slot.get_or_init(|| encode(conn.codec)) else {
                 continue;
             };
-            match conn.push(frame.clone()) {
+            match conn.push_message(frame.clone(), published_ms) {
                 Ok(()) => queued += 1,
                 Err(PushError::Full) => {
                     self.metrics.slow_consumers.inc();
                     tracing::info!(conn = %conn.id, %channel, "slow consumer disconnected");
                     conn.abort(CloseCode::SlowConsumer);
                 }
-                Err(PushError::Closed) => {}
+                Err(PushError::Closed) => self.metrics.dropped(DropReason::Closing, 1),
             }
         }
         queued
@@ -202,8 +210,8 @@ mod tests {
     fn first_and_last_subscriber() {
         let hub = hub();
         let ch = ChannelName::parse("c").unwrap();
-        let a = Arc::new(Conn::new(Codec::Json, 1024, 16));
-        let b = Arc::new(Conn::new(Codec::Msgpack, 1024, 16));
+        let a = Arc::new(Conn::new(Codec::Json, 1024, 16, Arc::default()));
+        let b = Arc::new(Conn::new(Codec::Msgpack, 1024, 16, Arc::default()));
         assert!(hub.add(&ch, &a));
         assert!(!hub.add(&ch, &b));
         assert!(!hub.remove(&ch, a.id));
@@ -216,9 +224,9 @@ mod tests {
     async fn one_frame_shared_per_codec_and_slow_consumer_aborted() {
         let hub = hub();
         let ch = ChannelName::parse("c").unwrap();
-        let a = Arc::new(Conn::new(Codec::Json, 1024, 16));
-        let b = Arc::new(Conn::new(Codec::Json, 1024, 16));
-        let slow = Arc::new(Conn::new(Codec::Json, 1024, 1));
+        let a = Arc::new(Conn::new(Codec::Json, 1024, 16, Arc::default()));
+        let b = Arc::new(Conn::new(Codec::Json, 1024, 16, Arc::default()));
+        let slow = Arc::new(Conn::new(Codec::Json, 1024, 1, Arc::default()));
         for c in [&a, &b, &slow] {
             hub.add(&ch, c);
         }
@@ -237,14 +245,14 @@ mod tests {
             panic!("expected frames");
         };
         assert_eq!(fa.len(), 2);
-        assert_eq!(fa[0].as_ptr(), fb[0].as_ptr(), "frame bytes are shared");
+        assert_eq!(fa[0].frame.as_ptr(), fb[0].frame.as_ptr(), "frame bytes are shared");
     }
 
     #[test]
     fn repeated_ids_are_dropped() {
         let hub = hub();
         let ch = ChannelName::parse("c").unwrap();
-        let a = Arc::new(Conn::new(Codec::Json, 1 << 20, 1 << 10));
+        let a = Arc::new(Conn::new(Codec::Json, 1 << 20, 1 << 10, Arc::default()));
         hub.add(&ch, &a);
         let with_id = |id: &str| Delivery {
             channel: ch.clone(),

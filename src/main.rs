@@ -48,6 +48,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let listen = settings.listen;
     let node = Node::new(settings).context("cannot start the node")?;
     let listener = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    if let Some(admin) = node.settings.metrics.listen {
+        let admin =
+            bind(admin).with_context(|| format!("cannot listen on {admin} (metrics.listen)"))?;
+        tokio::spawn(roomcast::server::serve_admin(
+            admin,
+            std::sync::Arc::clone(&node),
+        ));
+    }
     let shutdown = node.shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -31,11 +31,115 @@ impl Gauge {
     pub fn dec(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+    pub fn add(&self, n: i64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
     pub fn set(&self, v: i64) {
         self.0.store(v, Ordering::Relaxed);
     }
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A Prometheus histogram over fixed buckets, lock-free.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Upper bounds in seconds.
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+/// Latency buckets, seconds: 1 ms to 10 s.
+const LATENCY_BOUNDS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe_us(&self, us: u64) {
+        let secs = us as f64 / 1e6;
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(self.bounds.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            match self.bounds.get(i) {
+                Some(le) => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {}", self.count());
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new(&LATENCY_BOUNDS)
+    }
+}
+
+/// Why a message (or a frame of it) did not reach a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Discarded from the queue of a connection cut off as a slow consumer.
+    SlowConsumer,
+    /// Could not be encoded for a codec (a bug).
+    Encode,
+    /// Its id was seen on the channel recently.
+    Duplicate,
+    /// Not a valid envelope on Redis.
+    InvalidEnvelope,
+    /// The connection was already closing.
+    Closing,
+}
+
+const DROP_REASONS: [DropReason; 5] = [
+    DropReason::SlowConsumer,
+    DropReason::Encode,
+    DropReason::Duplicate,
+    DropReason::InvalidEnvelope,
+    DropReason::Closing,
+];
+
+impl DropReason {
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::SlowConsumer => "slow_consumer",
+            DropReason::Encode => "encode",
+            DropReason::Duplicate => "duplicate",
+            DropReason::InvalidEnvelope => "invalid_envelope",
+            DropReason::Closing => "closing",
+        }
     }
 }
 
@@ -83,8 +187,16 @@ pub struct Metrics {
     pub bus_gap_notices: Counter,
     pub bus_subscribes: Counter,
     pub bus_unsubscribes: Counter,
+    /// From a message's publish time (its envelope `ts`) to the write of its frame to a
+    /// client socket; one observation per client.
+    pub publish_to_write: Histogram,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    /// Frames queued for clients and not yet written, over all connections.
+    pub queued_frames: Gauge,
     closes: [Counter; CLOSE_CODES.len()],
     errors: [Counter; ERROR_CODES.len()],
+    drops: [Counter; DROP_REASONS.len()],
 }
 
 impl Metrics {
@@ -98,6 +210,19 @@ impl Metrics {
         if let Some(i) = ERROR_CODES.iter().position(|c| *c == code) {
             self.errors[i].inc();
         }
+    }
+
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        if let Some(i) = DROP_REASONS.iter().position(|r| *r == reason) {
+            self.drops[i].add(n);
+        }
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        DROP_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.drops[i].get())
     }
 
     pub fn closes(&self, code: CloseCode) -> u64 {
@@ -119,8 +244,7 @@ impl Metrics {
         let c = |c: &Counter| c.get() as i64;
         let g = |g: &Gauge| g.get();
         #[rustfmt::skip]
-        let plain: [(&str, &str, &str, i64); 18] = [
-            ("connections", "gauge", "Open client WebSocket connections.", g(&self.connections)),
+        let plain: [(&str, &str, &str, i64); 20] = [
             ("connections_total", "counter", "Client WebSocket connections accepted.", c(&self.connections_total)),
             ("subscriptions", "gauge", "Channel subscriptions held by clients of this node.", g(&self.subscriptions)),
             ("channels", "gauge", "Channels with at least one subscriber on this node.", g(&self.channels)),
@@ -138,8 +262,17 @@ impl Metrics {
             ("bus_gap_notices_total", "counter", "Channels told `gap` after the bus link came back.", c(&self.bus_gap_notices)),
             ("bus_subscribe_calls_total", "counter", "Bus subscriptions asked for (first local subscriber).", c(&self.bus_subscribes)),
             ("bus_unsubscribe_calls_total", "counter", "Bus unsubscriptions asked for (last local subscriber left).", c(&self.bus_unsubscribes)),
+            ("bytes_received_total", "counter", "WebSocket payload bytes received from clients.", c(&self.bytes_in)),
+            ("bytes_sent_total", "counter", "Bytes written to client sockets.", c(&self.bytes_out)),
+            ("outbound_queued_frames", "gauge", "Frames queued for clients, not yet written, over all connections.", g(&self.queued_frames)),
         ];
         let mut out = String::with_capacity(8192);
+        let _ = writeln!(
+            out,
+            "# HELP roomcast_connections Open client connections, by transport.\n\
+             # TYPE roomcast_connections gauge\nroomcast_connections{{transport=\"ws\"}} {}",
+            self.connections.get()
+        );
         for (name, kind, help, value) in plain.iter() {
             let _ = writeln!(
                 out,
@@ -170,6 +303,23 @@ impl Metrics {
                 "roomcast_closes_total{{code=\"{n}\",reason=\"{label}\"}} {v}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP roomcast_messages_dropped_total Messages (frames, per client) not delivered, by reason.\n\
+             # TYPE roomcast_messages_dropped_total counter"
+        );
+        for (reason, counter) in DROP_REASONS.iter().zip(&self.drops) {
+            let (label, v) = (reason.label(), counter.get());
+            let _ = writeln!(
+                out,
+                "roomcast_messages_dropped_total{{reason=\"{label}\"}} {v}"
+            );
+        }
+        self.publish_to_write.render(
+            &mut out,
+            "roomcast_publish_to_write_seconds",
+            "From a message's publish time to the write of its frame to a client socket.",
+        );
         let _ = writeln!(
             out,
             "# HELP roomcast_protocol_errors_total Error replies sent, by error code."

@@ -237,7 +237,11 @@ impl Node {
 }
 
 fn unix_millis() -> u64 {
+    unix_micros() / 1000
+}
+
+pub(crate) fn unix_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_micros() as u64)
 }

@@ -118,17 +118,63 @@ async fn route(
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if node.is_ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/metrics" => {
-            let mut r = text(StatusCode::OK, &node.metrics.render());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
-        }
+        "/metrics" if node.settings.metrics.listen.is_none() => metrics(&req, &node),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(reply)
+}
+
+fn metrics<B>(req: &Request<B>, node: &Node) -> Reply {
+    if let Some(token) = &node.settings.metrics.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return text(StatusCode::UNAUTHORIZED, "metrics need a bearer token\n");
+        }
+    }
+    let mut r = text(StatusCode::OK, &node.metrics.render());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+/// The admin port (`metrics.listen`): `/metrics`, `/healthz` and `/readyz` only, until
+/// the node shuts down.
+pub async fn serve_admin(listener: TcpListener, node: Arc<Node>) {
+    tracing::info!(addr = ?listener.local_addr().ok(), "admin listening");
+    loop {
+        let accepted = tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let node = Arc::clone(&node);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let node = Arc::clone(&node);
+                async move {
+                    Ok::<_, Infallible>(match req.uri().path() {
+                        "/metrics" => metrics(&req, &node),
+                        "/healthz" => text(StatusCode::OK, "ok\n"),
+                        "/readyz" if node.is_ready() => text(StatusCode::OK, "ready\n"),
+                        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+                        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+                    })
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        });
+    }
 }
 
 fn upgrade_client(mut req: Request<Incoming>, node: Arc<Node>, peer: SocketAddr) -> Reply {

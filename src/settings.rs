@@ -76,6 +76,7 @@ pub struct Settings {
     /// Serve the `/echo` WebSocket test endpoint.
     pub echo: bool,
     pub log: LogSettings,
+    pub metrics: MetricsSettings,
     pub limits: Limits,
     pub heartbeat: Heartbeat,
     pub shutdown: Shutdown,
@@ -117,6 +118,16 @@ impl Default for RedisSettings {
             response_timeout_ms: 2_000,
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` (with `/healthz` and `/readyz`) only on this separate admin
+    /// address, e.g. `127.0.0.1:9090`; unset: on the main port.
+    pub listen: Option<SocketAddr>,
+    /// When set, `/metrics` answers only requests with `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -183,6 +194,7 @@ impl Default for Settings {
             allowed_origins: Vec::new(),
             echo: true,
             log: LogSettings::default(),
+            metrics: MetricsSettings::default(),
             limits: Limits::default(),
             heartbeat: Heartbeat::default(),
             shutdown: Shutdown::default(),
@@ -245,7 +257,8 @@ pub enum SettingsError {
 }
 
 /// The top-level keys, as environment variables name them (`ROOMCAST_<KEY>[__<SUBKEY>]`).
-const TOP_LEVEL_KEYS: [&str; 13] = [
+const TOP_LEVEL_KEYS: [&str; 14] = [
+    "metrics",
     "listen",
     "node_id",
     "bus",

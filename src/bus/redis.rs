@@ -386,6 +386,9 @@ fn receive(shared: &Shared, msg: &redis::Msg) {
         }
         Err(error) => {
             shared.metrics.bus_invalid_envelopes.inc();
+            shared
+                .metrics
+                .dropped(crate::metrics::DropReason::InvalidEnvelope, 1);
             let now = unix_secs();
             if shared.last_invalid_log.swap(now, Ordering::Relaxed) != now {
                 tracing::warn!(channel = name, %error, "dropped an invalid message from redis");

@@ -12,7 +12,8 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tracing::Instrument;
 
-use crate::conn::{Batch, Conn};
+use crate::conn::{Batch, Conn, Outgoing};
+use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::protocol::{
     CloseCode, Codec, ErrorCode, Rejection, close_frame, ping_frame, pong_frame,
@@ -47,6 +48,7 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, codec: Codec, peer: std:
         codec,
         limits.outbox_max_bytes,
         limits.outbox_max_frames,
+        Arc::clone(&node.metrics),
     ));
     // Debug level: at the default level nothing inside a connection logs, and an enabled
     // span costs ~300 bytes per connection for nothing.
@@ -61,8 +63,13 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, codec: Codec, peer: std:
     }
     tracing::debug!(parent: &span, "connected");
     let writer = node.tasks.spawn(
-        write_loop(Arc::clone(&conn), write, node.settings.heartbeat_interval())
-            .instrument(span.clone()),
+        write_loop(
+            Arc::clone(&conn),
+            write,
+            node.settings.heartbeat_interval(),
+            Arc::clone(&node.metrics),
+        )
+        .instrument(span.clone()),
     );
     let mut session = Session::new(Arc::clone(&node), Arc::clone(&conn));
     session.welcome();
@@ -105,6 +112,7 @@ async fn read_loop(node: &Node, conn: &Conn, session: &mut Session, mut reader: 
             fin,
             payload,
         } = frame;
+        node.metrics.bytes_in.add(payload.len() as u64);
         let message = match opcode {
             OpCode::Ping => {
                 let _ = conn.push(pong_frame(&payload));
@@ -179,7 +187,12 @@ fn on_read_error(conn: &Conn, error: ReadError) {
     conn.close(code);
 }
 
-async fn write_loop(conn: Arc<Conn>, mut write: BoxWrite, heartbeat: Duration) {
+async fn write_loop(
+    conn: Arc<Conn>,
+    mut write: BoxWrite,
+    heartbeat: Duration,
+    metrics: Arc<Metrics>,
+) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -210,6 +223,7 @@ async fn write_loop(conn: Arc<Conn>, mut write: BoxWrite, heartbeat: Duration) {
                     tracing::debug!(%error, "write failed");
                     break;
                 }
+                record_written(&metrics, &frames);
             }
             Batch::Close(code) => {
                 let frame = close_frame(code.code(), code.reason());
@@ -228,14 +242,28 @@ async fn write_loop(conn: Arc<Conn>, mut write: BoxWrite, heartbeat: Duration) {
 
 /// Writes every ready frame with one `write` call where the kernel takes it all: on
 /// loopback one write of many small frames costs about what one write of one does.
-async fn write_frames(write: &mut BoxWrite, frames: &[Bytes]) -> std::io::Result<()> {
-    if let [frame] = frames {
-        return write.write_all(frame).await;
+async fn write_frames(write: &mut BoxWrite, frames: &[Outgoing]) -> std::io::Result<()> {
+    if let [one] = frames {
+        return write.write_all(&one.frame).await;
     }
-    let total: usize = frames.iter().map(Bytes::len).sum();
+    let total: usize = frames.iter().map(|o| o.frame.len()).sum();
     let mut buf = Vec::with_capacity(total);
-    for frame in frames {
-        buf.extend_from_slice(frame);
+    for o in frames {
+        buf.extend_from_slice(&o.frame);
     }
     write.write_all(&buf).await
+}
+
+/// Bytes out, and publish-to-write latency for the frames that carry a message.
+fn record_written(metrics: &Metrics, frames: &[Outgoing]) {
+    let bytes: usize = frames.iter().map(|o| o.frame.len()).sum();
+    metrics.bytes_out.add(bytes as u64);
+    if frames.iter().any(|o| o.published_ms != 0) {
+        let now_us = crate::node::unix_micros();
+        for o in frames.iter().filter(|o| o.published_ms != 0) {
+            metrics
+                .publish_to_write
+                .observe_us(now_us.saturating_sub(o.published_ms * 1000));
+        }
+    }
 }

@@ -398,3 +398,71 @@ async fn redis_url_with_password_and_database() {
     assert_eq!(node.get("/readyz").await.0, 503);
     node.stop().await;
 }
+
+/// Reads one sample from Prometheus text: the line `name value`.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{metrics}"))
+}
+
+#[tokio::test]
+async fn metrics_count_traffic_through_two_nodes() {
+    let Some(redis) = redis().await else { return };
+    let a = node_on(&redis.url(), "ma").await;
+    let b = node_on(&redis.url(), "mb").await;
+    ready(&a).await;
+    ready(&b).await;
+    let mut subs = Vec::new();
+    for n in [&a, &a, &b] {
+        let mut c = n.json().await;
+        c.subscribe("chat:metrics").await;
+        subs.push(c);
+    }
+    let mut publisher = a.json().await;
+    for i in 0..20 {
+        assert_eq!(
+            publisher.publish("chat:metrics", json!(i)).await["op"],
+            "ok"
+        );
+    }
+    for c in &mut subs {
+        for i in 0..20 {
+            assert_eq!(next_message(c).await["data"], i);
+        }
+    }
+    let (_, ma) = a.get("/metrics").await;
+    let (_, mb) = b.get("/metrics").await;
+    assert_eq!(sample(&ma, "roomcast_messages_published_total"), 20.0);
+    assert_eq!(sample(&mb, "roomcast_messages_published_total"), 0.0);
+    assert_eq!(sample(&ma, "roomcast_messages_delivered_total"), 40.0);
+    assert_eq!(sample(&mb, "roomcast_messages_delivered_total"), 20.0);
+    assert_eq!(sample(&ma, "roomcast_messages_received_total"), 20.0);
+    assert_eq!(sample(&ma, r#"roomcast_connections{transport="ws"}"#), 3.0);
+    assert_eq!(sample(&ma, "roomcast_channels"), 1.0);
+    assert_eq!(sample(&ma, "roomcast_bus_connected"), 1.0);
+    // Every delivered frame carried its publish time: one latency observation each.
+    assert_eq!(sample(&ma, "roomcast_publish_to_write_seconds_count"), 40.0);
+    assert_eq!(sample(&mb, "roomcast_publish_to_write_seconds_count"), 20.0);
+    assert_eq!(
+        sample(
+            &mb,
+            r#"roomcast_publish_to_write_seconds_bucket{le="+Inf"}"#
+        ),
+        20.0
+    );
+    assert!(sample(&ma, "roomcast_bytes_sent_total") > 0.0);
+    assert!(sample(&ma, "roomcast_bytes_received_total") > 0.0);
+    assert_eq!(
+        sample(
+            &ma,
+            r#"roomcast_messages_dropped_total{reason="slow_consumer"}"#
+        ),
+        0.0
+    );
+    assert!(sample(&ma, "process_resident_memory_bytes") > 0.0);
+    a.stop().await;
+    b.stop().await;
+}

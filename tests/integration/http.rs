@@ -31,7 +31,7 @@ async fn pages_health_and_metrics() {
     let (status, metrics) = node.get("/metrics").await;
     assert_eq!(status, 200);
     for line in [
-        "roomcast_connections 1",
+        "roomcast_connections{transport=\"ws\"} 1",
         "roomcast_channels 1",
         "roomcast_subscriptions 1",
         "roomcast_messages_published_total 1",
@@ -97,4 +97,30 @@ async fn shutdown_closes_clients_with_1001_and_turns_not_ready() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "listener closed"
     );
+}
+
+#[tokio::test]
+async fn metrics_token_and_admin_port() {
+    let node = TestNode::start_with(|s| s.metrics.token = Some("t0ken".into())).await;
+    assert_eq!(node.get("/metrics").await.0, 401);
+    let (status, body) =
+        http_get(node.addr, "/metrics", &[("Authorization", "Bearer t0ken")]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("roomcast_connections"));
+    node.stop().await;
+
+    let admin_port = crate::redis_support::free_port();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let node = TestNode::start_with(|s| s.metrics.listen = Some(admin)).await;
+    let listener = tokio::net::TcpListener::bind(admin).await.unwrap();
+    tokio::spawn(roomcast::server::serve_admin(
+        listener,
+        std::sync::Arc::clone(&node.node),
+    ));
+    assert_eq!(node.get("/metrics").await.0, 404, "not on the public port");
+    let (status, body) = http_get(admin, "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("roomcast_publish_to_write_seconds_count"));
+    assert_eq!(http_get(admin, "/readyz", &[]).await.0, 200);
+    node.stop().await;
 }
