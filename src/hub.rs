@@ -245,7 +245,11 @@ mod tests {
             panic!("expected frames");
         };
         assert_eq!(fa.len(), 2);
-        assert_eq!(fa[0].frame.as_ptr(), fb[0].frame.as_ptr(), "frame bytes are shared");
+        assert_eq!(
+            fa[0].frame.as_ptr(),
+            fb[0].frame.as_ptr(),
+            "frame bytes are shared"
+        );
     }
 
     #[test]
