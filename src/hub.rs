@@ -137,10 +137,26 @@ impl Hub {
                 return 0;
             }
         }
+        // One span per message and node, never per subscriber; it continues the trace the
+        // message carries, so a publish and every node's fan-out form one trace.
+        let span = tracing::info_span!(
+            "roomcast.fanout",
+            channel = %delivery.channel,
+            subscribers = tracing::field::Empty,
+            bytes = tracing::field::Empty,
+        );
+        if let Some(tp) = &delivery.envelope.traceparent {
+            crate::telemetry::continue_trace(&span, tp);
+        }
+        let _entered = span.enter();
         let published_ms = delivery.envelope.ts.unwrap_or(0);
+        let encoded = std::cell::Cell::new(0);
         let delivered = self.fan_out(&delivery.channel, published_ms, |codec| {
             match codec.encode_message(&delivery.channel, &delivery.envelope.data) {
-                Ok(frame) => Some(frame),
+                Ok(frame) => {
+                    encoded.set(frame.len());
+                    Some(frame)
+                }
                 Err(error) => {
                     // Data entered the cluster as validated JSON, so this is a bug.
                     self.metrics.messages_dropped_encode.inc();
@@ -151,6 +167,8 @@ impl Hub {
             }
         });
         self.metrics.messages_delivered.add(delivered as u64);
+        span.record("subscribers", delivered);
+        span.record("bytes", encoded.get());
         delivered
     }
 

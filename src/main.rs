@@ -19,7 +19,7 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(&cli, None) {
+    let mut settings = match Settings::load(&cli, None) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("roomcast: configuration error: {error}");
@@ -29,11 +29,33 @@ fn main() -> ExitCode {
     if cli.healthcheck {
         return healthcheck(settings.listen);
     }
-    if let Err(error) = roomcast::telemetry::init(&settings.log) {
-        eprintln!("roomcast: configuration error: {error}");
-        return ExitCode::from(EXIT_CONFIG);
+    if settings.node_id.is_empty() {
+        settings.node_id = format!("node-{:08x}", fastrand::u32(..));
     }
-    match run(settings) {
+    // Tracing is set up inside the runtime: the OTLP exporter may need one.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("roomcast: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let telemetry = {
+        let _guard = runtime.enter();
+        match roomcast::telemetry::init(&settings.log, &settings.otel, &settings.node_id) {
+            Ok(t) => t,
+            Err(error) => {
+                eprintln!("roomcast: configuration error: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    };
+    let result = runtime.block_on(run(settings));
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "roomcast failed");
@@ -43,7 +65,6 @@ fn main() -> ExitCode {
     }
 }
 
-#[tokio::main]
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let listen = settings.listen;
     let node = Node::new(settings).context("cannot start the node")?;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::bus::envelope::Envelope;
 use crate::bus::memory::MemoryBus;
@@ -165,13 +166,19 @@ impl Node {
 
     /// Publishes cluster-wide (this node included) through the bus.
     pub async fn publish(&self, channel: ChannelName, data: Bytes) -> Result<(), NodeError> {
+        let span =
+            tracing::info_span!("roomcast.publish", %channel, node = %self.id, bytes = data.len());
         let envelope = Envelope {
             data,
             ts: Some(unix_millis()),
             node: Some(self.id.clone()),
+            traceparent: crate::telemetry::traceparent(&span),
             ..Envelope::default()
         };
-        self.bus.publish(Delivery { channel, envelope }).await?;
+        self.bus
+            .publish(Delivery { channel, envelope })
+            .instrument(span)
+            .await?;
         self.metrics.messages_published.inc();
         Ok(())
     }

@@ -76,6 +76,7 @@ pub struct Settings {
     /// Serve the `/echo` WebSocket test endpoint.
     pub echo: bool,
     pub log: LogSettings,
+    pub otel: OtelSettings,
     pub metrics: MetricsSettings,
     pub limits: Limits,
     pub heartbeat: Heartbeat,
@@ -116,6 +117,28 @@ impl Default for RedisSettings {
             reconnect_max_ms: 5_000,
             connect_timeout_ms: 2_000,
             response_timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelSettings {
+    /// OTLP/HTTP endpoint, e.g. `http://collector:4318`; unset: the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, and without either, no traces are exported.
+    pub endpoint: Option<String>,
+    /// Share of messages published without a trace context that start a sampled trace.
+    /// A message that carries a sampled `traceparent` is always traced.
+    pub sample_ratio: f64,
+    pub service_name: String,
+}
+
+impl Default for OtelSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            sample_ratio: 0.01,
+            service_name: "roomcast".into(),
         }
     }
 }
@@ -194,6 +217,7 @@ impl Default for Settings {
             allowed_origins: Vec::new(),
             echo: true,
             log: LogSettings::default(),
+            otel: OtelSettings::default(),
             metrics: MetricsSettings::default(),
             limits: Limits::default(),
             heartbeat: Heartbeat::default(),
@@ -257,7 +281,8 @@ pub enum SettingsError {
 }
 
 /// The top-level keys, as environment variables name them (`ROOMCAST_<KEY>[__<SUBKEY>]`).
-const TOP_LEVEL_KEYS: [&str; 14] = [
+const TOP_LEVEL_KEYS: [&str; 15] = [
+    "otel",
     "metrics",
     "listen",
     "node_id",
@@ -391,6 +416,9 @@ impl Settings {
             && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"))
         {
             return invalid("redis_url", "must start with redis:// or rediss://");
+        }
+        if !(0.0..=1.0).contains(&self.otel.sample_ratio) {
+            return invalid("otel.sample_ratio", "must be between 0 and 1");
         }
         let r = &self.redis;
         if r.prefix.is_empty() || r.prefix.contains(char::is_whitespace) {

@@ -1,27 +1,134 @@
-//! Logging setup: human-readable text on a terminal, JSON lines in containers.
-//! The only place that knows how logs are formatted or exported.
+//! Logging and tracing setup: human-readable text on a terminal, JSON lines in containers,
+//! and OpenTelemetry traces over OTLP/HTTP when an endpoint is configured. The only place
+//! that knows how logs are formatted or where spans go; the rest of the code makes
+//! `tracing` spans and asks here for trace context to carry in envelopes.
 
+use std::collections::HashMap;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::settings::{LogFormat, LogSettings};
+use crate::settings::{LogFormat, LogSettings, OtelSettings};
+
+/// Keeps the exporter alive; `shutdown` flushes spans still buffered.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("roomcast: flushing traces failed: {error}");
+        }
+    }
+}
+
+/// The OTLP endpoint: `otel.endpoint`, else the standard `OTEL_EXPORTER_OTLP_ENDPOINT`.
+fn endpoint(otel: &OtelSettings) -> Option<String> {
+    otel.endpoint
+        .clone()
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+        .filter(|e| !e.is_empty())
+}
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `log.level`.
-pub fn init(log: &LogSettings) -> Result<(), String> {
+pub fn init(log: &LogSettings, otel: &OtelSettings, node_id: &str) -> Result<Telemetry, String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.is_empty() => EnvFilter::try_new(spec),
         _ => EnvFilter::try_new(&log.level),
     }
     .map_err(|e| format!("invalid value for `log.level`: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
+    let provider = match endpoint(otel) {
+        Some(endpoint) => Some(tracer_provider(&endpoint, otel, node_id)?),
+        None => None,
     };
-    result.map_err(|e| e.to_string())
+    // Traces have their own filter: a quiet log level must not switch tracing off.
+    let otel_layer = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("roomcast"))
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("roomcast", tracing::Level::INFO),
+            )
+    });
+    let (text, json) = match log.format {
+        LogFormat::Text => (
+            Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)),
+            None,
+        ),
+        LogFormat::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            ),
+        ),
+    };
+    let logs = text
+        .map(|l| l.boxed())
+        .or(json.map(|l| l.boxed()))
+        .map(|l| l.with_filter(filter));
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(otel_layer)
+        .try_init()
+        .map_err(|e| e.to_string())?;
+    Ok(Telemetry { provider })
+}
+
+fn tracer_provider(
+    endpoint: &str,
+    otel: &OtelSettings,
+    node_id: &str,
+) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::WithExportConfig;
+    let traces = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(traces)
+        .build()
+        .map_err(|e| format!("invalid value for `otel.endpoint`: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(otel.service_name.clone())
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.instance.id",
+            node_id.to_string(),
+        ))
+        .build();
+    // A publish that arrives with a sampled trace context is traced whatever the ratio,
+    // so a backend can trace one message through every node it reaches.
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(otel.sample_ratio)));
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(sampler)
+        .with_resource(resource)
+        .build())
+}
+
+/// The W3C `traceparent` of a span, to carry in an envelope; `None` when tracing is off.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let mut carrier = HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    carrier.remove("traceparent")
+}
+
+/// Makes `traceparent` (from an envelope) the parent of `span`.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(cx);
 }

@@ -8,3 +8,4 @@ mod limits;
 mod protocol;
 mod redis_support;
 mod support;
+mod tracing;

@@ -42,7 +42,7 @@ def test_kubernetes_manifests():
 def test_compose_file():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     s = compose["services"]
-    assert set(s) == {"redis", "node", "lb"}
+    assert {"redis", "node", "lb"} <= set(s)
     assert s["node"]["scale"] == 3
     assert s["node"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert s["lb"]["depends_on"]["node"]["condition"] == "service_healthy"
@@ -55,3 +55,30 @@ def test_dockerfile():
     for needle in ("ARG RUST_IMAGE=rust:1-bookworm", "ARG RUNTIME_IMAGE=debian:bookworm-slim", "USER roomcast",
                    "STOPSIGNAL SIGTERM", "HEALTHCHECK", "--healthcheck"):
         assert needle in text, needle
+
+
+def test_observability_profile_and_dashboard():
+    import json
+    import re
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    s = compose["services"]
+    for name in ("otel-collector", "jaeger", "prometheus"):
+        assert s[name]["profiles"] == ["observability"], name
+    for name in ("redis", "node", "lb"):
+        assert "profiles" not in s[name], "the default cluster needs no profile"
+    collector = yaml.safe_load((ROOT / "deploy" / "otel-collector.yaml").read_text())
+    assert collector["service"]["pipelines"]["traces"]["receivers"] == ["otlp"]
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    assert prometheus["scrape_configs"][0]["dns_sd_configs"][0]["names"] == ["node"]
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    source = (ROOT / "src" / "metrics.rs").read_text()
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"roomcast_[a-z_]+", target["expr"]))
+    assert len(used) >= 15
+    for name in used:
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert base.removeprefix("roomcast_") in source or base in source, f"{name} is not a metric roomcast exports"
