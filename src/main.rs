@@ -53,7 +53,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    let result = runtime.block_on(run(settings));
+    let result = runtime.block_on(run(settings, &telemetry));
     telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,9 +65,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
+async fn run(settings: Settings, telemetry: &roomcast::telemetry::Telemetry) -> anyhow::Result<()> {
     let listen = settings.listen;
     let node = Node::new(settings).context("cannot start the node")?;
+    telemetry.export_metrics(std::sync::Arc::clone(&node.metrics));
     let listener = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     if let Some(admin) = node.settings.metrics.listen {
         let admin =

@@ -239,12 +239,13 @@ impl Metrics {
             .map_or(0, |i| self.errors[i].get())
     }
 
-    /// Prometheus text exposition format, version 0.0.4.
-    pub fn render(&self) -> String {
+    /// Every unlabelled metric: (name without `roomcast_`, type, help, value). `/metrics`
+    /// renders these, and the OpenTelemetry bridge observes them.
+    pub fn samples(&self) -> [(&'static str, &'static str, &'static str, i64); 20] {
         let c = |c: &Counter| c.get() as i64;
         let g = |g: &Gauge| g.get();
         #[rustfmt::skip]
-        let plain: [(&str, &str, &str, i64); 20] = [
+        let samples = [
             ("connections_total", "counter", "Client WebSocket connections accepted.", c(&self.connections_total)),
             ("subscriptions", "gauge", "Channel subscriptions held by clients of this node.", g(&self.subscriptions)),
             ("channels", "gauge", "Channels with at least one subscriber on this node.", g(&self.channels)),
@@ -266,6 +267,12 @@ impl Metrics {
             ("bytes_sent_total", "counter", "Bytes written to client sockets.", c(&self.bytes_out)),
             ("outbound_queued_frames", "gauge", "Frames queued for clients, not yet written, over all connections.", g(&self.queued_frames)),
         ];
+        samples
+    }
+
+    /// Prometheus text exposition format, version 0.0.4.
+    pub fn render(&self) -> String {
+        let plain = self.samples();
         let mut out = String::with_capacity(8192);
         let _ = writeln!(
             out,

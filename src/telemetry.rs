@@ -5,8 +5,13 @@
 
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -15,19 +20,58 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::metrics::Metrics;
 use crate::settings::{LogFormat, LogSettings, OtelSettings};
 
-/// Keeps the exporter alive; `shutdown` flushes spans still buffered.
+/// Keeps the exporters alive; `shutdown` flushes what is still buffered.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    meters: Option<SdkMeterProvider>,
 }
 
 impl Telemetry {
+    /// Exports the node's metrics over OTLP as well, observed from the same counters that
+    /// `/metrics` shows (so both always agree). The latency histogram is on `/metrics` only.
+    pub fn export_metrics(&self, metrics: Arc<Metrics>) {
+        let Some(provider) = &self.meters else { return };
+        let meter = provider.meter("roomcast");
+        for (i, (name, kind, help, _)) in metrics.samples().into_iter().enumerate() {
+            let m = Arc::clone(&metrics);
+            let name = format!("roomcast_{name}");
+            if kind == "counter" {
+                meter
+                    .u64_observable_counter(name)
+                    .with_description(help)
+                    .with_callback(move |o| o.observe(m.samples()[i].3.max(0) as u64, &[]))
+                    .build();
+            } else {
+                meter
+                    .i64_observable_gauge(name)
+                    .with_description(help)
+                    .with_callback(move |o| o.observe(m.samples()[i].3, &[]))
+                    .build();
+            }
+        }
+        let m = Arc::clone(&metrics);
+        meter
+            .i64_observable_gauge("roomcast_connections")
+            .with_description("Open client connections, by transport.")
+            .with_callback(move |o| {
+                o.observe(m.connections.get(), &[KeyValue::new("transport", "ws")])
+            })
+            .build();
+    }
+
     pub fn shutdown(self) {
         if let Some(provider) = self.provider
             && let Err(error) = provider.shutdown()
         {
             eprintln!("roomcast: flushing traces failed: {error}");
+        }
+        if let Some(meters) = self.meters
+            && let Err(error) = meters.shutdown()
+        {
+            eprintln!("roomcast: flushing metrics failed: {error}");
         }
     }
 }
@@ -47,9 +91,12 @@ pub fn init(log: &LogSettings, otel: &OtelSettings, node_id: &str) -> Result<Tel
         _ => EnvFilter::try_new(&log.level),
     }
     .map_err(|e| format!("invalid value for `log.level`: {e}"))?;
-    let provider = match endpoint(otel) {
-        Some(endpoint) => Some(tracer_provider(&endpoint, otel, node_id)?),
-        None => None,
+    let (provider, meters) = match endpoint(otel) {
+        Some(endpoint) => (
+            Some(tracer_provider(&endpoint, otel, node_id)?),
+            Some(meter_provider(&endpoint, otel, node_id)?),
+        ),
+        None => (None, None),
     };
     // Traces have their own filter: a quiet log level must not switch tracing off.
     let otel_layer = provider.as_ref().map(|p| {
@@ -85,7 +132,32 @@ pub fn init(log: &LogSettings, otel: &OtelSettings, node_id: &str) -> Result<Tel
         .with(otel_layer)
         .try_init()
         .map_err(|e| e.to_string())?;
-    Ok(Telemetry { provider })
+    Ok(Telemetry { provider, meters })
+}
+
+fn resource(otel: &OtelSettings, node_id: &str) -> opentelemetry_sdk::Resource {
+    opentelemetry_sdk::Resource::builder()
+        .with_service_name(otel.service_name.clone())
+        .with_attribute(KeyValue::new("service.instance.id", node_id.to_string()))
+        .build()
+}
+
+fn meter_provider(
+    endpoint: &str,
+    otel: &OtelSettings,
+    node_id: &str,
+) -> Result<SdkMeterProvider, String> {
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{}/v1/metrics", endpoint.trim_end_matches('/')))
+        .build()
+        .map_err(|e| format!("invalid value for `otel.endpoint`: {e}"))?;
+    // Export interval: OTEL_METRIC_EXPORT_INTERVAL (ms), default 60 s.
+    Ok(SdkMeterProvider::builder()
+        .with_periodic_exporter(exporter)
+        .with_resource(resource(otel, node_id))
+        .build())
 }
 
 fn tracer_provider(

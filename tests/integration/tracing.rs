@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use serde_json::json;
@@ -20,22 +21,35 @@ use crate::support::{Client, http_get};
 
 /// (trace id hex, span name, node id, attributes) of every span received.
 type Spans = Arc<Mutex<Vec<(String, String, String, HashMap<String, String>)>>>;
+/// Names of the metrics received.
+type MetricNames = Arc<Mutex<Vec<String>>>;
 
-async fn otlp_receiver() -> (u16, Spans) {
+async fn otlp_receiver() -> (u16, Spans, MetricNames) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let spans: Spans = Arc::default();
-    let store = Arc::clone(&spans);
+    let metric_names: MetricNames = Arc::default();
+    let (store, names) = (Arc::clone(&spans), Arc::clone(&metric_names));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let store = Arc::clone(&store);
+            let (store, names) = (Arc::clone(&store), Arc::clone(&names));
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let store = Arc::clone(&store);
+                        let (store, names) = (Arc::clone(&store), Arc::clone(&names));
                         async move {
+                            let path = req.uri().path().to_string();
                             let body = req.into_body().collect().await?.to_bytes();
-                            if let Ok(export) = ExportTraceServiceRequest::decode(body) {
+                            if path == "/v1/metrics" {
+                                if let Ok(export) = ExportMetricsServiceRequest::decode(body) {
+                                    let mut names = names.lock().unwrap();
+                                    for rm in export.resource_metrics {
+                                        for sm in rm.scope_metrics {
+                                            names.extend(sm.metrics.into_iter().map(|m| m.name));
+                                        }
+                                    }
+                                }
+                            } else if let Ok(export) = ExportTraceServiceRequest::decode(body) {
                                 record(&store, export);
                             }
                             Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::new())))
@@ -47,7 +61,7 @@ async fn otlp_receiver() -> (u16, Spans) {
             });
         }
     });
-    (port, spans)
+    (port, spans, metric_names)
 }
 
 fn record(store: &Spans, export: ExportTraceServiceRequest) {
@@ -112,6 +126,7 @@ async fn start_node(id: &str, redis_url: &str, otlp_port: u16) -> NodeProcess {
             format!("http://127.0.0.1:{otlp_port}"),
         )
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "200")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -168,7 +183,7 @@ async fn next_message(c: &mut Client) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_trace_continues_through_every_node() {
     let Some(redis) = redis().await else { return };
-    let (otlp, spans) = otlp_receiver().await;
+    let (otlp, spans, metric_names) = otlp_receiver().await;
     let a = start_node("otel-a", &redis.url(), otlp).await;
     let b = start_node("otel-b", &redis.url(), otlp).await;
     let mut sa = Client::connect(&format!("ws://127.0.0.1:{}/ws", a.port), None).await;
@@ -221,4 +236,21 @@ async fn a_backend_trace_continues_through_every_node() {
         fanouts.iter().any(|(n, _)| n == "otel-b"),
         "node B's fan-out joins node A's trace"
     );
+
+    // Metrics go out over OTLP too, read from the same counters as /metrics.
+    for _ in 0..200 {
+        let names = metric_names.lock().unwrap().clone();
+        if [
+            "roomcast_messages_delivered_total",
+            "roomcast_connections",
+            "roomcast_bus_connected",
+        ]
+        .iter()
+        .all(|n| names.iter().any(|m| m == n))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("metrics not exported: {:?}", metric_names.lock().unwrap());
 }
