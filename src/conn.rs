@@ -161,11 +161,6 @@ impl Conn {
         self.cancel.cancel();
     }
 
-    /// Frames queued and not yet taken by the writer.
-    pub fn queued(&self) -> usize {
-        self.state.lock().frames.len()
-    }
-
     /// Waits until there is something for the writer, then takes all of it at once so the
     /// writer can put every ready frame into one write.
     pub async fn next_batch(&self) -> Batch {

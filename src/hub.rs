@@ -132,7 +132,6 @@ impl Hub {
                 .hasher
                 .hash_one((delivery.channel.as_str(), id.as_str()));
             if !self.recent_ids.lock().insert(key) {
-                self.metrics.messages_duplicate.inc();
                 self.metrics.dropped(DropReason::Duplicate, 1);
                 return 0;
             }
@@ -159,7 +158,6 @@ impl Hub {
                 }
                 Err(error) => {
                     // Data entered the cluster as validated JSON, so this is a bug.
-                    self.metrics.messages_dropped_encode.inc();
                     self.metrics.dropped(DropReason::Encode, 1);
                     tracing::error!(%error, channel = %delivery.channel, ?codec, "cannot encode message");
                     None

@@ -176,14 +176,11 @@ pub struct Metrics {
     pub messages_published: Counter,
     pub messages_received: Counter,
     pub messages_delivered: Counter,
-    pub messages_dropped_encode: Counter,
     pub slow_consumers: Counter,
     pub rejected_origin: Counter,
-    pub messages_duplicate: Counter,
     pub bus_connected: Gauge,
     pub bus_reconnects: Counter,
     pub bus_probe_failures: Counter,
-    pub bus_invalid_envelopes: Counter,
     pub bus_gap_notices: Counter,
     pub bus_subscribes: Counter,
     pub bus_unsubscribes: Counter,
@@ -232,13 +229,6 @@ impl Metrics {
             .map_or(0, |i| self.closes[i].get())
     }
 
-    pub fn errors(&self, code: ErrorCode) -> u64 {
-        ERROR_CODES
-            .iter()
-            .position(|c| *c == code)
-            .map_or(0, |i| self.errors[i].get())
-    }
-
     /// Every unlabelled metric: (name without `roomcast_`, type, help, value). `/metrics`
     /// renders these, and the OpenTelemetry bridge observes them.
     pub fn samples(&self) -> [(&'static str, &'static str, &'static str, i64); 20] {
@@ -252,14 +242,14 @@ impl Metrics {
             ("messages_published_total", "counter", "Messages published by clients of this node.", c(&self.messages_published)),
             ("messages_received_total", "counter", "Messages this node received from the bus.", c(&self.messages_received)),
             ("messages_delivered_total", "counter", "Message frames queued to subscribers.", c(&self.messages_delivered)),
-            ("messages_dropped_encode_total", "counter", "Messages that could not be encoded for a codec.", c(&self.messages_dropped_encode)),
-            ("messages_duplicate_total", "counter", "Messages dropped because their id was seen recently.", c(&self.messages_duplicate)),
+            ("messages_dropped_encode_total", "counter", "Messages that could not be encoded for a codec.", self.drops(DropReason::Encode) as i64),
+            ("messages_duplicate_total", "counter", "Messages dropped because their id was seen recently.", self.drops(DropReason::Duplicate) as i64),
             ("slow_consumer_disconnects_total", "counter", "Connections closed with 4000 because their queue overflowed.", c(&self.slow_consumers)),
             ("rejected_origin_total", "counter", "WebSocket upgrades refused for their Origin.", c(&self.rejected_origin)),
             ("bus_connected", "gauge", "1 while the bus link is up and subscribed, else 0.", g(&self.bus_connected)),
             ("bus_reconnects_total", "counter", "Attempts to re-establish the Redis link.", c(&self.bus_reconnects)),
             ("bus_probe_failures_total", "counter", "Times the liveness probe found the pub/sub link deaf.", c(&self.bus_probe_failures)),
-            ("bus_invalid_envelopes_total", "counter", "Messages on Redis that were not valid envelopes (dropped).", c(&self.bus_invalid_envelopes)),
+            ("bus_invalid_envelopes_total", "counter", "Messages on Redis that were not valid envelopes (dropped).", self.drops(DropReason::InvalidEnvelope) as i64),
             ("bus_gap_notices_total", "counter", "Channels told `gap` after the bus link came back.", c(&self.bus_gap_notices)),
             ("bus_subscribe_calls_total", "counter", "Bus subscriptions asked for (first local subscriber).", c(&self.bus_subscribes)),
             ("bus_unsubscribe_calls_total", "counter", "Bus unsubscriptions asked for (last local subscriber left).", c(&self.bus_unsubscribes)),

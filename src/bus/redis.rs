@@ -385,7 +385,6 @@ fn receive(shared: &Shared, msg: &redis::Msg) {
             shared.hub.dispatch(&delivery);
         }
         Err(error) => {
-            shared.metrics.bus_invalid_envelopes.inc();
             shared
                 .metrics
                 .dropped(crate::metrics::DropReason::InvalidEnvelope, 1);

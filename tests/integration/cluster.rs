@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use roomcast::metrics::DropReason;
 use serde_json::json;
 
 use crate::redis_support::{DeafProxy, redis, redis_with_password};
@@ -295,7 +296,7 @@ async fn invalid_envelopes_are_counted_and_skipped() {
     }
     redis.publish("rc:chat:inv", br#"{"data":"fine"}"#).await;
     assert_eq!(next_message(&mut sub).await["data"], "fine");
-    assert_eq!(node.node.metrics.bus_invalid_envelopes.get(), 5);
+    assert_eq!(node.node.metrics.drops(DropReason::InvalidEnvelope), 5);
     let (_, metrics) = node.get("/metrics").await;
     assert!(
         metrics.contains("roomcast_bus_invalid_envelopes_total 5"),
@@ -320,7 +321,7 @@ async fn repeated_message_ids_are_delivered_once() {
     }
     assert_eq!(next_message(&mut sub).await["data"], 1);
     assert_eq!(next_message(&mut sub).await["data"], 2);
-    assert_eq!(node.node.metrics.messages_duplicate.get(), 1);
+    assert_eq!(node.node.metrics.drops(DropReason::Duplicate), 1);
     node.stop().await;
 }
 
@@ -366,7 +367,10 @@ async fn envelope_conformance_fixtures() {
             assert_eq!(next_message(&mut sub).await["data"], "$marker");
         }
     }
-    assert_eq!(node.node.metrics.bus_invalid_envelopes.get(), invalid);
+    assert_eq!(
+        node.node.metrics.drops(DropReason::InvalidEnvelope),
+        invalid
+    );
     node.stop().await;
 }
 
