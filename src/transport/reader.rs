@@ -53,7 +53,8 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    /// `early` holds bytes that arrived with the handshake.
+    /// `early` holds bytes that arrived with the handshake. They are copied: hyper's slice
+    /// may pin its whole read buffer for the connection's life.
     pub fn new(stream: OwnedReadHalf, early: &[u8], max_payload: usize) -> Self {
         Self {
             stream,

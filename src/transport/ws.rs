@@ -31,9 +31,7 @@ type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
 fn split(upgraded: Upgraded) -> Option<(OwnedReadHalf, Bytes, BoxWrite)> {
     let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
     let (read, write) = parts.io.into_inner().into_split();
-    // `read_buf` may pin hyper's whole read buffer; keep only the bytes themselves.
-    let early = Bytes::copy_from_slice(&parts.read_buf);
-    Some((read, early, Box::new(write)))
+    Some((read, parts.read_buf, Box::new(write)))
 }
 
 /// Runs a client connection until it ends. The caller has completed the handshake.
