@@ -29,9 +29,8 @@ fn main() -> ExitCode {
     if cli.healthcheck {
         return healthcheck(settings.listen);
     }
-    if settings.node_id.is_empty() {
-        settings.node_id = format!("node-{:08x}", fastrand::u32(..));
-    }
+    // Decided once here: telemetry labels its exports with it before the node exists.
+    settings.node_id = settings.node_id_or_generated();
     // Tracing is set up inside the runtime: the OTLP exporter may need one.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

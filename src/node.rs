@@ -64,11 +64,7 @@ impl Node {
     pub fn new(settings: Settings) -> Result<Arc<Self>, StartError> {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(Arc::clone(&metrics)));
-        let id = if settings.node_id.is_empty() {
-            format!("node-{:08x}", fastrand::u32(..))
-        } else {
-            settings.node_id.clone()
-        };
+        let id = settings.node_id_or_generated();
         let tasks = TaskTracker::new();
         let bus_stop = CancellationToken::new();
         let bus: Arc<dyn Bus> = match settings.bus {

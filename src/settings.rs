@@ -458,6 +458,15 @@ impl Settings {
         Ok(())
     }
 
+    /// This node's id: `node_id`, or one generated (`node-xxxxxxxx`) when it is empty.
+    pub fn node_id_or_generated(&self) -> String {
+        if self.node_id.is_empty() {
+            format!("node-{:08x}", fastrand::u32(..))
+        } else {
+            self.node_id.clone()
+        }
+    }
+
     /// The policy for a namespace, or `None` when the namespace is not configured.
     pub fn namespace(&self, ns: &str) -> Option<&NamespacePolicy> {
         if ns.is_empty() {

@@ -388,16 +388,10 @@ fn receive(shared: &Shared, msg: &redis::Msg) {
             shared
                 .metrics
                 .dropped(crate::metrics::DropReason::InvalidEnvelope, 1);
-            let now = unix_secs();
+            let now = crate::node::unix_micros() / 1_000_000;
             if shared.last_invalid_log.swap(now, Ordering::Relaxed) != now {
                 tracing::warn!(channel = name, %error, "dropped an invalid message from redis");
             }
         }
     }
-}
-
-fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
