@@ -7,7 +7,7 @@ use roomcast::metrics::DropReason;
 use serde_json::json;
 
 use crate::redis_support::{DeafProxy, redis, redis_with_password};
-use crate::support::{Client, TestNode, eventually};
+use crate::support::{TestNode, eventually};
 
 /// A node on the Redis bus, with limits out of the way of bulk tests and a fast probe.
 async fn node_on(url: &str, id: &str) -> TestNode {
@@ -35,15 +35,6 @@ async fn ready(node: &TestNode) {
     eventually(move || n.is_ready()).await;
 }
 
-async fn next_message(c: &mut Client) -> serde_json::Value {
-    loop {
-        let msg = c.recv().await;
-        if msg["op"] == "message" {
-            return msg;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_every_message_once_and_in_order() {
     let Some(redis) = redis().await else { return };
@@ -63,7 +54,7 @@ async fn three_nodes_every_message_once_and_in_order() {
         readers.push(tokio::spawn(async move {
             let (mut from_client, mut from_backend) = (0, 0);
             while from_client < N || from_backend < N {
-                let msg = next_message(&mut c).await;
+                let msg = c.next_message().await;
                 let seq = msg["data"]["seq"].as_u64().unwrap();
                 match msg["data"]["src"].as_str().unwrap() {
                     "client" => {
@@ -190,8 +181,8 @@ async fn redis_restart_is_visible_and_recovers_by_itself() {
     sub_b.subscribe("chat:r").await;
     let mut pub_a = a.json().await;
     assert_eq!(pub_a.publish("chat:r", json!("before")).await["op"], "ok");
-    assert_eq!(next_message(&mut sub_a).await["data"], "before");
-    assert_eq!(next_message(&mut sub_b).await["data"], "before");
+    assert_eq!(sub_a.next_message().await["data"], "before");
+    assert_eq!(sub_b.next_message().await["data"], "before");
 
     redis.stop();
     for n in [&a, &b] {
@@ -220,10 +211,10 @@ async fn redis_restart_is_visible_and_recovers_by_itself() {
         json!({"op": "gap", "channel": "chat:late"})
     );
     assert_eq!(pub_a.publish("chat:r", json!("after")).await["op"], "ok");
-    assert_eq!(next_message(&mut sub_a).await["data"], "after");
-    assert_eq!(next_message(&mut sub_b).await["data"], "after");
+    assert_eq!(sub_a.next_message().await["data"], "after");
+    assert_eq!(sub_b.next_message().await["data"], "after");
     redis.publish("rc:chat:late", br#"{"data":"late"}"#).await;
-    assert_eq!(next_message(&mut late).await["data"], "late");
+    assert_eq!(late.next_message().await["data"], "late");
     assert!(a.node.metrics.bus_reconnects.get() >= 1);
     a.stop().await;
     b.stop().await;
@@ -252,7 +243,7 @@ async fn deaf_pubsub_link_is_detected_by_the_probe() {
     redis
         .publish("rc:chat:d", br#"{"data":"heard again"}"#)
         .await;
-    assert_eq!(next_message(&mut sub).await["data"], "heard again");
+    assert_eq!(sub.next_message().await["data"], "heard again");
     node.stop().await;
 }
 
@@ -274,7 +265,7 @@ async fn killed_pubsub_connection_is_rebuilt() {
     assert_eq!(killed, 1);
     assert_eq!(sub.recv().await, json!({"op": "gap", "channel": "chat:k"}));
     redis.publish("rc:chat:k", br#"{"data":1}"#).await;
-    assert_eq!(next_message(&mut sub).await["data"], 1);
+    assert_eq!(sub.next_message().await["data"], 1);
     node.stop().await;
 }
 
@@ -295,7 +286,7 @@ async fn invalid_envelopes_are_counted_and_skipped() {
         assert_eq!(redis.publish("rc:chat:inv", bad).await, 1);
     }
     redis.publish("rc:chat:inv", br#"{"data":"fine"}"#).await;
-    assert_eq!(next_message(&mut sub).await["data"], "fine");
+    assert_eq!(sub.next_message().await["data"], "fine");
     assert_eq!(node.node.metrics.drops(DropReason::InvalidEnvelope), 5);
     let (_, metrics) = node.get("/metrics").await;
     assert!(
@@ -319,8 +310,8 @@ async fn repeated_message_ids_are_delivered_once() {
     ] {
         redis.publish("rc:chat:dup", payload).await;
     }
-    assert_eq!(next_message(&mut sub).await["data"], 1);
-    assert_eq!(next_message(&mut sub).await["data"], 2);
+    assert_eq!(sub.next_message().await["data"], 1);
+    assert_eq!(sub.next_message().await["data"], 2);
     assert_eq!(node.node.metrics.drops(DropReason::Duplicate), 1);
     node.stop().await;
 }
@@ -353,7 +344,7 @@ async fn envelope_conformance_fixtures() {
         redis
             .publish(&format!("rc:{channel}"), br#"{"data":"$marker"}"#)
             .await;
-        let first = next_message(&mut sub).await;
+        let first = sub.next_message().await;
         if fixture["receive"].is_null() {
             invalid += 1;
             assert_eq!(
@@ -364,7 +355,7 @@ async fn envelope_conformance_fixtures() {
             );
         } else {
             assert_eq!(first, fixture["receive"], "{}", file.display());
-            assert_eq!(next_message(&mut sub).await["data"], "$marker");
+            assert_eq!(sub.next_message().await["data"], "$marker");
         }
     }
     assert_eq!(
@@ -389,7 +380,7 @@ async fn redis_url_with_password_and_database() {
         publisher.publish("chat:auth", json!("authed")).await["op"],
         "ok"
     );
-    assert_eq!(next_message(&mut sub).await["data"], "authed");
+    assert_eq!(sub.next_message().await["data"], "authed");
     node.stop().await;
 
     let wrong = format!("redis://:wrong@127.0.0.1:{}", redis.port);
@@ -434,7 +425,7 @@ async fn metrics_count_traffic_through_two_nodes() {
     }
     for c in &mut subs {
         for i in 0..20 {
-            assert_eq!(next_message(c).await["data"], i);
+            assert_eq!(c.next_message().await["data"], i);
         }
     }
     let (_, ma) = a.get("/metrics").await;

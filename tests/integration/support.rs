@@ -180,6 +180,16 @@ impl Client {
         }
     }
 
+    /// The next `message` push, skipping replies and other pushes.
+    pub async fn next_message(&mut self) -> Value {
+        loop {
+            let msg = self.recv().await;
+            if msg["op"] == "message" {
+                return msg;
+            }
+        }
+    }
+
     /// Sends a request with a fresh id and returns the reply to it.
     pub async fn request(&mut self, mut value: Value) -> Value {
         let id = self.next_id;

@@ -171,15 +171,6 @@ async fn spans_of(
     );
 }
 
-async fn next_message(c: &mut Client) -> serde_json::Value {
-    loop {
-        let msg = c.recv().await;
-        if msg["op"] == "message" {
-            return msg;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_trace_continues_through_every_node() {
     let Some(redis) = redis().await else { return };
@@ -197,8 +188,8 @@ async fn a_backend_trace_continues_through_every_node() {
     redis
         .publish("roomcast:chat:otel", envelope.to_string().as_bytes())
         .await;
-    assert_eq!(next_message(&mut sa).await["data"], "traced");
-    assert_eq!(next_message(&mut sb).await["data"], "traced");
+    assert_eq!(sa.next_message().await["data"], "traced");
+    assert_eq!(sb.next_message().await["data"], "traced");
     let fanouts = spans_of(&spans, trace, "roomcast.fanout", 2).await;
     let mut nodes: Vec<&str> = fanouts.iter().map(|(n, _)| n.as_str()).collect();
     nodes.sort_unstable();
@@ -214,7 +205,7 @@ async fn a_backend_trace_continues_through_every_node() {
         publisher.publish("chat:otel", json!("from a client")).await["op"],
         "ok"
     );
-    assert_eq!(next_message(&mut sb).await["data"], "from a client");
+    assert_eq!(sb.next_message().await["data"], "from a client");
     let publish_trace = {
         let mut found = None;
         for _ in 0..200 {
