@@ -1,5 +1,7 @@
-//! One client connection as the rest of the node sees it: an id, a codec, and a bounded
-//! outbound queue that producers push to without ever waiting. Owns no socket.
+//! One client connection as the rest of the node sees it: an id, its wire format, and a
+//! bounded outbound queue (the outbox) that producers push to without ever waiting. The
+//! one place that decides what overflow means: the connection is cut off as a slow
+//! consumer (close 4000), counted, and nobody else waits. Owns no socket.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -12,7 +14,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{DropReason, Metrics};
-use crate::protocol::{CloseCode, Codec};
+use crate::protocol::CloseCode;
+use crate::wire::WireFormat;
 
 /// A connection id, unique within one node's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,15 +37,17 @@ impl fmt::Display for ConnId {
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
-    /// The queue is over its byte or frame bound: the connection is a slow consumer.
-    Full,
+    /// The queue went over its byte or frame bound: the connection has just been cut
+    /// off as a slow consumer.
+    Overflowed,
     /// The connection is closing; the frame is not needed any more.
     Closed,
 }
 
 pub struct Conn {
     pub id: ConnId,
-    pub codec: Codec,
+    /// How frames for this connection are encoded; the hub shares them per format.
+    pub wire: WireFormat,
     metrics: Arc<Metrics>,
     max_bytes: usize,
     max_frames: usize,
@@ -77,10 +82,15 @@ pub enum Batch {
 }
 
 impl Conn {
-    pub fn new(codec: Codec, max_bytes: usize, max_frames: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        wire: WireFormat,
+        max_bytes: usize,
+        max_frames: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             id: ConnId::next(),
-            codec,
+            wire,
             metrics,
             max_bytes,
             max_frames,
@@ -95,14 +105,20 @@ impl Conn {
         self.push_message(frame, 0)
     }
 
-    /// Queues the frame of a message published at `published_ms`. Never blocks.
+    /// Queues the frame of a message published at `published_ms`. Never blocks. A push
+    /// that overflows the queue cuts the connection off as a slow consumer.
     pub fn push_message(&self, frame: Bytes, published_ms: u64) -> Result<(), PushError> {
         let mut q = self.state.lock();
         if q.close.is_some() {
             return Err(PushError::Closed);
         }
         if q.frames.len() >= self.max_frames || q.bytes + frame.len() > self.max_bytes {
-            return Err(PushError::Full);
+            drop(q);
+            self.metrics.slow_consumers.inc();
+            self.metrics.dropped(DropReason::SlowConsumer, 1);
+            tracing::info!(conn = %self.id, "slow consumer disconnected");
+            self.abort(CloseCode::SlowConsumer);
+            return Err(PushError::Overflowed);
         }
         q.bytes += frame.len();
         q.frames.push_back(Outgoing {
@@ -127,7 +143,9 @@ impl Conn {
     }
 
     /// Ends the connection now, dropping what is queued: for slow consumers, whose socket
-    /// may never drain, and for errors. The writer still tries a close frame, briefly.
+    /// may never drain, for errors, and for what is left when the shutdown grace period
+    /// ends. The writer still tries a close frame, briefly. Dropped frames are counted
+    /// under the reason of the close.
     pub fn abort(&self, code: CloseCode) {
         let mut q = self.state.lock();
         if q.close.is_none() {
@@ -138,8 +156,11 @@ impl Conn {
         q.bytes = 0;
         drop(q);
         self.metrics.queued_frames.add(-(dropped as i64));
-        self.metrics
-            .dropped(DropReason::SlowConsumer, dropped as u64);
+        let reason = match code {
+            CloseCode::SlowConsumer => DropReason::SlowConsumer,
+            _ => DropReason::Closing,
+        };
+        self.metrics.dropped(reason, dropped as u64);
         self.wake.notify_one();
         self.cancel.cancel();
     }
@@ -187,21 +208,54 @@ impl Conn {
 mod tests {
     use super::*;
 
+    use crate::protocol::Codec;
+
+    fn conn(max_bytes: usize, max_frames: usize) -> Conn {
+        Conn::new(
+            WireFormat::websocket(Codec::Json),
+            max_bytes,
+            max_frames,
+            Arc::default(),
+        )
+    }
+
     #[test]
-    fn bounded_by_frames_and_bytes() {
-        let conn = Conn::new(Codec::Json, 10, 2, Arc::default());
+    fn bounded_by_bytes() {
+        let conn = conn(10, 2);
         assert_eq!(conn.push(Bytes::from_static(b"1234")), Ok(()));
         assert_eq!(
             conn.push(Bytes::from_static(b"1234567")),
-            Err(PushError::Full)
+            Err(PushError::Overflowed)
         );
+        assert_eq!(conn.close_code(), Some(CloseCode::SlowConsumer));
+        assert_eq!(conn.metrics.slow_consumers.get(), 1);
+    }
+
+    #[test]
+    fn bounded_by_frames() {
+        let conn = conn(10, 2);
+        assert_eq!(conn.push(Bytes::from_static(b"1234")), Ok(()));
         assert_eq!(conn.push(Bytes::from_static(b"12")), Ok(()));
-        assert_eq!(conn.push(Bytes::from_static(b"1")), Err(PushError::Full));
+        assert_eq!(
+            conn.push(Bytes::from_static(b"1")),
+            Err(PushError::Overflowed)
+        );
+        assert!(conn.is_cancelled());
+        assert_eq!(conn.push(Bytes::from_static(b"1")), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn only_a_slow_consumer_abort_counts_as_slow_consumer_drops() {
+        let conn = conn(100, 10);
+        conn.push(Bytes::from_static(b"a")).unwrap();
+        conn.abort(CloseCode::GoingAway);
+        assert_eq!(conn.metrics.drops(DropReason::SlowConsumer), 0);
+        assert_eq!(conn.metrics.drops(DropReason::Closing), 1);
     }
 
     #[tokio::test]
     async fn close_after_queued_frames() {
-        let conn = Conn::new(Codec::Json, 100, 10, Arc::default());
+        let conn = conn(100, 10);
         conn.push(Bytes::from_static(b"a")).unwrap();
         conn.close(CloseCode::GoingAway);
         assert_eq!(conn.push(Bytes::from_static(b"b")), Err(PushError::Closed));
@@ -214,7 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn abort_drops_queued_frames() {
-        let conn = Conn::new(Codec::Json, 100, 10, Arc::default());
+        let conn = conn(100, 10);
         conn.push(Bytes::from_static(b"a")).unwrap();
         conn.abort(CloseCode::SlowConsumer);
         assert!(conn.is_cancelled());

@@ -1,19 +1,20 @@
 //! The local subscription index: channel → this node's subscribers, sharded to keep lock
-//! contention low, and the fan-out of one message to them. Knows nothing of the bus.
+//! contention low, and the fan-out of one push to them, encoded once per wire format.
+//! Knows nothing of the bus, of envelopes or of tracing: the node decides what to push.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
-use crate::bus::envelope::Envelope;
 use crate::channel::ChannelName;
 use crate::conn::{Conn, ConnId, PushError};
 use crate::metrics::{DropReason, Metrics};
-use crate::protocol::{CloseCode, Codec, ServerMsg};
+use crate::protocol::Push;
+use crate::wire::WireFormat;
 
 const SHARDS: usize = 64;
 
@@ -25,40 +26,15 @@ pub struct Hub {
     shards: Box<[RwLock<HashMap<ChannelName, Subscribers>>]>,
     hasher: std::collections::hash_map::RandomState,
     metrics: Arc<Metrics>,
-    /// Ids of recent messages that carried one, to drop a backend's retried publish.
-    recent_ids: Mutex<RecentIds>,
 }
 
-/// How many message ids the node remembers for duplicate detection.
-const RECENT_IDS: usize = 16_384;
-
-#[derive(Default)]
-struct RecentIds {
-    set: HashSet<u64>,
-    order: VecDeque<u64>,
-}
-
-impl RecentIds {
-    /// Records a key; false when it was already there.
-    fn insert(&mut self, key: u64) -> bool {
-        if !self.set.insert(key) {
-            return false;
-        }
-        self.order.push_back(key);
-        if self.order.len() > RECENT_IDS
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        true
-    }
-}
-
-/// One message as the hub fans it out: the channel and its envelope.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub channel: ChannelName,
-    pub envelope: Envelope,
+/// What one fan-out did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanOut {
+    /// Subscribers the push was queued for.
+    pub queued: usize,
+    /// Size of the last frame encoded (one wire format's), for tracing.
+    pub frame_bytes: usize,
 }
 
 impl Hub {
@@ -67,7 +43,6 @@ impl Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: Default::default(),
             metrics,
-            recent_ids: Mutex::new(RecentIds::default()),
         }
     }
 
@@ -122,94 +97,42 @@ impl Hub {
             .collect()
     }
 
-    /// Fans a message out to the channel's local subscribers. The frame is encoded at most
-    /// once per codec; every subscriber gets a clone of the same `Bytes`. Never waits: a
-    /// subscriber whose queue is full is aborted as a slow consumer. Returns the number
-    /// of subscribers the frame was queued for.
-    pub fn dispatch(&self, delivery: &Delivery) -> usize {
-        if let Some(id) = &delivery.envelope.id {
-            let key = self
-                .hasher
-                .hash_one((delivery.channel.as_str(), id.as_str()));
-            if !self.recent_ids.lock().insert(key) {
-                self.metrics.dropped(DropReason::Duplicate, 1);
-                return 0;
-            }
-        }
-        // One span per message and node, never per subscriber; it continues the trace the
-        // message carries, so a publish and every node's fan-out form one trace.
-        let span = tracing::info_span!(
-            "roomcast.fanout",
-            channel = %delivery.channel,
-            subscribers = tracing::field::Empty,
-            bytes = tracing::field::Empty,
-        );
-        if let Some(tp) = &delivery.envelope.traceparent {
-            crate::telemetry::continue_trace(&span, tp);
-        }
-        let _entered = span.enter();
-        let published_ms = delivery.envelope.ts.unwrap_or(0);
-        let encoded = std::cell::Cell::new(0);
-        let delivered = self.fan_out(&delivery.channel, published_ms, |codec| {
-            match codec.encode_message(&delivery.channel, &delivery.envelope.data) {
-                Ok(frame) => {
-                    encoded.set(frame.len());
-                    Some(frame)
-                }
-                Err(error) => {
-                    // Data entered the cluster as validated JSON, so this is a bug.
-                    self.metrics.dropped(DropReason::Encode, 1);
-                    tracing::error!(%error, channel = %delivery.channel, ?codec, "cannot encode message");
-                    None
-                }
-            }
-        });
-        self.metrics.messages_delivered.add(delivered as u64);
-        span.record("subscribers", delivered);
-        span.record("bytes", encoded.get());
-        delivered
-    }
-
-    /// Tells the channel's local subscribers that messages may have been lost.
-    pub fn gap(&self, channel: &ChannelName) -> usize {
-        self.fan_out(channel, 0, |codec| {
-            Some(codec.encode(&ServerMsg::Gap {
-                channel: channel.as_str(),
-            }))
-        })
-    }
-
-    fn fan_out(
-        &self,
-        channel: &ChannelName,
-        published_ms: u64,
-        encode: impl Fn(Codec) -> Option<Bytes>,
-    ) -> usize {
+    /// Queues a push for every local subscriber of `channel`. The frame is encoded at most
+    /// once per wire format; every subscriber of that format gets a clone of the same
+    /// `Bytes`. Never waits: a subscriber whose queue overflows is cut off by its outbox.
+    /// `published_ms` (0 for none) feeds the publish-to-write latency.
+    pub fn fan_out(&self, channel: &ChannelName, push: &Push<'_>, published_ms: u64) -> FanOut {
         let shard = self.shard(channel).read();
         let Some(subs) = shard.get(channel) else {
-            return 0;
+            return FanOut::default();
         };
-        let frames: [OnceLock<Option<Bytes>>; 2] = Default::default();
-        let mut queued = 0;
+        let frames: [OnceLock<Option<Bytes>>; WireFormat::COUNT] = Default::default();
+        let mut out = FanOut::default();
         for conn in subs.values() {
-            let slot = match conn.codec {
-                Codec::Json => &frames[0],
-                Codec::Msgpack => &frames[1],
-            };
-            let Some(frame) = slot.get_or_init(|| encode(conn.codec)) else {
+            let slot = &frames[conn.wire.index()];
+            let Some(frame) = slot.get_or_init(|| self.encode(conn.wire, channel, push)) else {
                 continue;
             };
+            out.frame_bytes = frame.len();
             match conn.push_message(frame.clone(), published_ms) {
-                Ok(()) => queued += 1,
-                Err(PushError::Full) => {
-                    self.metrics.slow_consumers.inc();
-                    tracing::info!(conn = %conn.id, %channel, "slow consumer disconnected");
-                    conn.abort(CloseCode::SlowConsumer);
-                }
+                Ok(()) => out.queued += 1,
+                Err(PushError::Overflowed) => {}
                 Err(PushError::Closed) => self.metrics.dropped(DropReason::Closing, 1),
             }
         }
-        queued
+        out
+    }
+
+    fn encode(&self, wire: WireFormat, channel: &ChannelName, push: &Push<'_>) -> Option<Bytes> {
+        match wire.push(push) {
+            Ok(frame) => Some(frame),
+            Err(error) => {
+                // Data entered the cluster as validated JSON, so this is a bug.
+                self.metrics.dropped(DropReason::Encode, 1);
+                tracing::error!(error = &error as &dyn std::error::Error, %channel, ?wire, "cannot encode a push");
+                None
+            }
+        }
     }
 }
 
@@ -217,17 +140,23 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::conn::Batch;
+    use crate::protocol::Codec;
 
     fn hub() -> Hub {
         Hub::new(Arc::new(Metrics::default()))
+    }
+
+    fn conn(codec: Codec, max_frames: usize) -> Arc<Conn> {
+        let wire = WireFormat::websocket(codec);
+        Arc::new(Conn::new(wire, 1024, max_frames, Arc::default()))
     }
 
     #[test]
     fn first_and_last_subscriber() {
         let hub = hub();
         let ch = ChannelName::parse("c").unwrap();
-        let a = Arc::new(Conn::new(Codec::Json, 1024, 16, Arc::default()));
-        let b = Arc::new(Conn::new(Codec::Msgpack, 1024, 16, Arc::default()));
+        let a = conn(Codec::Json, 16);
+        let b = conn(Codec::Msgpack, 16);
         assert!(hub.add(&ch, &a));
         assert!(!hub.add(&ch, &b));
         assert!(!hub.remove(&ch, a.id));
@@ -237,53 +166,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn one_frame_shared_per_codec_and_slow_consumer_aborted() {
+    async fn one_frame_shared_per_wire_format_and_slow_consumer_aborted() {
         let hub = hub();
         let ch = ChannelName::parse("c").unwrap();
-        let a = Arc::new(Conn::new(Codec::Json, 1024, 16, Arc::default()));
-        let b = Arc::new(Conn::new(Codec::Json, 1024, 16, Arc::default()));
-        let slow = Arc::new(Conn::new(Codec::Json, 1024, 1, Arc::default()));
-        for c in [&a, &b, &slow] {
+        let a = conn(Codec::Json, 16);
+        let b = conn(Codec::Json, 16);
+        let slow = conn(Codec::Json, 1);
+        let packed = conn(Codec::Msgpack, 16);
+        for c in [&a, &b, &slow, &packed] {
             hub.add(&ch, c);
         }
-        let d = Delivery {
-            channel: ch.clone(),
-            envelope: Envelope {
-                data: Bytes::from_static(b"1"),
-                ..Default::default()
-            },
+        let push = Push::Message {
+            channel: &ch,
+            data: b"1",
         };
-        assert_eq!(hub.dispatch(&d), 3);
-        assert_eq!(hub.dispatch(&d), 2);
+        assert_eq!(hub.fan_out(&ch, &push, 0).queued, 4);
+        assert_eq!(hub.fan_out(&ch, &push, 0).queued, 3);
         assert!(slow.is_cancelled());
-        let (Batch::Frames(fa), Batch::Frames(fb)) = (a.next_batch().await, b.next_batch().await)
-        else {
-            panic!("expected frames");
+        let frames = |batch| match batch {
+            Batch::Frames(f) => f,
+            Batch::Close(_) => panic!("expected frames"),
         };
+        let fa = frames(a.next_batch().await);
+        let fb = frames(b.next_batch().await);
+        let fp = frames(packed.next_batch().await);
         assert_eq!(fa.len(), 2);
         assert_eq!(
             fa[0].frame.as_ptr(),
             fb[0].frame.as_ptr(),
-            "frame bytes are shared"
+            "frame bytes are shared within a wire format"
         );
-    }
-
-    #[test]
-    fn repeated_ids_are_dropped() {
-        let hub = hub();
-        let ch = ChannelName::parse("c").unwrap();
-        let a = Arc::new(Conn::new(Codec::Json, 1 << 20, 1 << 10, Arc::default()));
-        hub.add(&ch, &a);
-        let with_id = |id: &str| Delivery {
-            channel: ch.clone(),
-            envelope: Envelope {
-                data: Bytes::from_static(b"1"),
-                id: Some(id.into()),
-                ..Default::default()
-            },
-        };
-        assert_eq!(hub.dispatch(&with_id("x")), 1);
-        assert_eq!(hub.dispatch(&with_id("x")), 0);
-        assert_eq!(hub.dispatch(&with_id("y")), 1);
+        assert_ne!(fa[0].frame, fp[0].frame, "each format has its own frame");
     }
 }

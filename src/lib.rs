@@ -1,12 +1,16 @@
 //! roomcast: a multi-node WebSocket pub/sub broker.
 //!
-//! Data flow: `server` (HTTP, upgrade) → `transport::ws` (reader and writer task per
-//! connection) → `session` (protocol state) → `node` (orchestration) → `bus` (between
-//! nodes) → `hub` (local fan-out) → `conn` (bounded queue) → writer.
+//! Data flow: `server` (HTTP routes) → `transport` (upgrade → `session::ConnInfo`;
+//! frames ↔ messages; a reader and a writer task per connection) → `session` (protocol
+//! state, one file per command) → `node` (the core: policy, first/last subscriber ↔ bus,
+//! what bus events mean for clients) → `bus` (between nodes; reports back to the node
+//! through `bus::BusEvents`) → `hub` (local fan-out, encoded once per `wire` format) →
+//! `conn` (each connection's bounded outbox) → writer.
 #![forbid(unsafe_code)]
 
 pub mod bus;
 pub mod channel;
+pub mod clock;
 pub mod conn;
 pub mod hub;
 pub mod metrics;
@@ -17,3 +21,4 @@ pub mod session;
 pub mod settings;
 pub mod telemetry;
 pub mod transport;
+pub mod wire;

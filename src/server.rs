@@ -1,5 +1,6 @@
 //! The HTTP front door: one port for `/ws`, `/echo`, the demo page, the browser client,
-//! health and metrics. Accepts connections until shutdown, then drains the node.
+//! health and metrics. Accepts connections until shutdown, then drains the node. Routes
+//! only: upgrades are the transport's.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,13 +17,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::node::Node;
-use crate::protocol::Codec;
-use crate::transport;
+use crate::transport::upgrade::{self, Reply, text};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const ROOMCAST_JS: &str = include_str!("assets/roomcast.js");
-
-type Reply = Response<Full<Bytes>>;
 
 /// Serves until `node.shutdown` is cancelled, then stops accepting and drains the node.
 /// Takes a bound listener so that tests can use port 0.
@@ -111,8 +109,8 @@ async fn route(
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
     }
     let reply = match req.uri().path() {
-        "/ws" => upgrade_client(req, node, peer),
-        "/echo" if node.settings.echo => upgrade_echo(req, node),
+        "/ws" => upgrade::client(req, node, peer),
+        "/echo" if node.settings.echo => upgrade::echo(req, node),
         "/" | "/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
         "/roomcast.js" => asset("text/javascript; charset=utf-8", ROOMCAST_JS),
         "/healthz" => text(StatusCode::OK, "ok\n"),
@@ -177,132 +175,10 @@ pub async fn serve_admin(listener: TcpListener, node: Arc<Node>) {
     }
 }
 
-fn upgrade_client(mut req: Request<Incoming>, node: Arc<Node>, peer: SocketAddr) -> Reply {
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
-    }
-    if !origin_allowed(&req, &node.settings.allowed_origins) {
-        node.metrics.rejected_origin.inc();
-        return text(StatusCode::FORBIDDEN, "origin not allowed\n");
-    }
-    let offered = req
-        .headers()
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok());
-    let Ok(chosen) = Codec::negotiate(offered) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "unsupported subprotocol; use roomcast.v1.json or roomcast.v1.msgpack\n",
-        );
-    };
-    if node.is_draining() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "node draining\n");
-    }
-    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok(pair) => pair,
-        Err(error) => return text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
-    };
-    let mut response = response.map(|_| Full::new(Bytes::new()));
-    if let Some(codec) = chosen {
-        response.headers_mut().insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(codec.subprotocol()),
-        );
-    }
-    let codec = chosen.unwrap_or(Codec::Json);
-    let tasks = node.tasks.clone();
-    tasks.spawn(async move {
-        match upgrade.await {
-            Ok(ws) => transport::ws::serve(node, ws.into_inner().into_inner(), codec, peer).await,
-            Err(error) => tracing::debug!(%error, %peer, "upgrade failed"),
-        }
-    });
-    response
-}
-
-fn upgrade_echo(mut req: Request<Incoming>, node: Arc<Node>) -> Reply {
-    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok(pair) => pair,
-        Err(error) => return text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
-    };
-    let tasks = node.tasks.clone();
-    tasks.spawn(async move {
-        if let Ok(ws) = upgrade.await {
-            transport::echo::serve(node, ws).await;
-        }
-    });
-    response.map(|_| Full::new(Bytes::new()))
-}
-
-/// Browsers always send `Origin`; other clients usually do not, and are allowed. A browser
-/// is allowed from the node's own host, from a listed origin, or from anywhere with `*`.
-fn origin_allowed<B>(req: &Request<B>, allowed: &[String]) -> bool {
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
-        return true;
-    };
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
-    if allowed
-        .iter()
-        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
-    {
-        return true;
-    }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
-    match (origin.split_once("://"), host) {
-        (Some((_, origin_host)), Some(host)) => origin_host.eq_ignore_ascii_case(host),
-        _ => false,
-    }
-}
-
-fn text(status: StatusCode, body: &str) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
 fn asset(content_type: &'static str, body: &'static str) -> Reply {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     let headers = r.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(origin: Option<&str>, host: &str) -> Request<()> {
-        let mut b = Request::builder().header(header::HOST, host);
-        if let Some(o) = origin {
-            b = b.header(header::ORIGIN, o);
-        }
-        b.body(()).unwrap()
-    }
-
-    #[test]
-    fn origin_rules() {
-        let none: Vec<String> = vec![];
-        assert!(origin_allowed(&req(None, "a:1"), &none));
-        assert!(origin_allowed(&req(Some("http://a:1"), "a:1"), &none));
-        assert!(!origin_allowed(&req(Some("http://evil"), "a:1"), &none));
-        let list = vec!["https://app.example".to_string()];
-        assert!(origin_allowed(
-            &req(Some("https://app.example"), "a:1"),
-            &list
-        ));
-        assert!(origin_allowed(
-            &req(Some("http://x"), "a"),
-            &["*".to_string()]
-        ));
-    }
 }

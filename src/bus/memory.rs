@@ -1,31 +1,38 @@
-//! The embedded bus for a single node: a publish is fanned out to the local hub directly.
+//! The embedded bus for a single node: a publish is reported straight back to this node.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 
-use super::{Bus, BusError};
+use super::envelope::Envelope;
+use super::{Bus, BusError, BusEvents, Published};
 use crate::channel::ChannelName;
-use crate::hub::{Delivery, Hub};
 use crate::metrics::Metrics;
 
 pub struct MemoryBus {
-    hub: Arc<Hub>,
+    /// The node; weak because the node owns the bus.
+    events: Weak<dyn BusEvents>,
     metrics: Arc<Metrics>,
 }
 
 impl MemoryBus {
-    pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
-        Self { hub, metrics }
+    pub fn new(events: Weak<dyn BusEvents>, metrics: Arc<Metrics>) -> Self {
+        metrics.bus_connected.set(1);
+        Self { events, metrics }
     }
 }
 
 #[async_trait]
 impl Bus for MemoryBus {
-    async fn publish(&self, delivery: Delivery) -> Result<(), BusError> {
+    async fn publish(
+        &self,
+        channel: &ChannelName,
+        envelope: Envelope,
+    ) -> Result<Published, BusError> {
+        let events = self.events.upgrade().ok_or(BusError::NotConnected)?;
         self.metrics.messages_received.inc();
-        self.hub.dispatch(&delivery);
-        Ok(())
+        events.message(channel.clone(), envelope);
+        Ok(Published::default())
     }
 
     async fn subscribe(&self, _: &ChannelName) -> Result<(), BusError> {

@@ -1,10 +1,11 @@
-//! The JSON codec (`roomcast.v1.json`, text frames).
+//! The JSON codec (`roomcast.v1.json`): payloads of text frames and SSE events.
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::{ErrorCode, Field, Fields, Rejection, ServerMsg};
+use super::fields::{Field, Fields};
+use super::{ErrorCode, Rejection, ServerMsg};
 use crate::channel::ChannelName;
 
 /// Every field borrowed as raw JSON, so that a wrong type never hides the `id`:

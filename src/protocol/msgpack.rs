@@ -1,10 +1,11 @@
-//! The MessagePack codec (`roomcast.v1.msgpack`, binary frames): the JSON protocol's
+//! The MessagePack codec (`roomcast.v1.msgpack`): payloads of binary frames: the JSON protocol's
 //! fields, as a MessagePack map. `data` must be JSON-compatible (see PROTOCOL.md).
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
 
-use super::{DataError, ErrorCode, Field, Fields, Rejection, ServerMsg};
+use super::fields::{Field, Fields};
+use super::{DataError, ErrorCode, Rejection, ServerMsg};
 use crate::channel::ChannelName;
 
 #[derive(Deserialize)]
@@ -67,7 +68,7 @@ pub(super) fn decode(payload: &[u8]) -> Result<Fields, Rejection> {
 fn to_json(value: &rmpv::Value) -> Result<Bytes, DataError> {
     serde_json::to_vec(value)
         .map(Bytes::from)
-        .map_err(|e| DataError::NotRepresentable(e.to_string()))
+        .map_err(DataError::NotJson)
 }
 
 pub(super) fn encode(msg: &ServerMsg<'_>) -> Vec<u8> {
@@ -78,15 +79,15 @@ pub(super) fn encode(msg: &ServerMsg<'_>) -> Vec<u8> {
 /// The `message` push: a 3-entry map whose `data` is transcoded from the JSON payload.
 pub(super) fn encode_message(channel: &ChannelName, data: &[u8]) -> Result<Vec<u8>, DataError> {
     let mut out = Vec::with_capacity(32 + channel.as_str().len() + data.len());
-    let bad = |e: &dyn std::fmt::Display| DataError::NotRepresentable(e.to_string());
-    rmp::encode::write_map_len(&mut out, 3).map_err(|e| bad(&e))?;
+    let bad = |e: Box<dyn std::error::Error + Send + Sync>| DataError::NotMsgpack(e);
+    rmp::encode::write_map_len(&mut out, 3).map_err(|e| bad(e.into()))?;
     for (key, value) in [("op", "message"), ("channel", channel.as_str())] {
-        rmp::encode::write_str(&mut out, key).map_err(|e| bad(&e))?;
-        rmp::encode::write_str(&mut out, value).map_err(|e| bad(&e))?;
+        rmp::encode::write_str(&mut out, key).map_err(|e| bad(e.into()))?;
+        rmp::encode::write_str(&mut out, value).map_err(|e| bad(e.into()))?;
     }
-    rmp::encode::write_str(&mut out, "data").map_err(|e| bad(&e))?;
+    rmp::encode::write_str(&mut out, "data").map_err(|e| bad(e.into()))?;
     let mut de = serde_json::Deserializer::from_slice(data);
     let mut ser = rmp_serde::Serializer::new(&mut out);
-    serde_transcode::transcode(&mut de, &mut ser).map_err(|e| bad(&e))?;
+    serde_transcode::transcode(&mut de, &mut ser).map_err(|e| bad(e.into()))?;
     Ok(out)
 }

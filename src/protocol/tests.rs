@@ -111,10 +111,14 @@ fn msgpack_roundtrips_the_same_fields() {
     assert_eq!(id, 7);
     assert_eq!(&data[..], br#"["hi",null]"#);
 
-    let frame = Codec::Msgpack
-        .encode_message(&ChannelName::parse("chat:x").unwrap(), &data)
+    let channel = ChannelName::parse("chat:x").unwrap();
+    let payload = Codec::Msgpack
+        .encode_push(&Push::Message {
+            channel: &channel,
+            data: &data,
+        })
         .unwrap();
-    let value: rmpv::Value = rmp_serde::from_slice(&frame[2..]).unwrap();
+    let value: rmpv::Value = rmp_serde::from_slice(&payload).unwrap();
     assert_eq!(value["op"].as_str(), Some("message"));
     assert_eq!(value["data"][0].as_str(), Some("hi"));
     assert!(value["data"][1].is_nil());
@@ -122,21 +126,34 @@ fn msgpack_roundtrips_the_same_fields() {
 
 #[test]
 fn json_message_splices_data_verbatim() {
-    let frame = Codec::Json
-        .encode_message(&ChannelName::parse("chat:x").unwrap(), br#"{"t":"hi"}"#)
+    let channel = ChannelName::parse("chat:x").unwrap();
+    let payload = Codec::Json
+        .encode_push(&Push::Message {
+            channel: &channel,
+            data: br#"{"t":"hi"}"#,
+        })
         .unwrap();
     assert_eq!(
-        &frame[2..],
+        &payload[..],
         br#"{"op":"message","channel":"chat:x","data":{"t":"hi"}}"#
     );
 }
 
 #[test]
 fn negotiates_first_known_subprotocol() {
-    assert_eq!(Codec::negotiate(None), Ok(None));
+    assert_eq!(Codec::negotiate(std::iter::empty()), Ok(None));
     assert_eq!(
-        Codec::negotiate(Some("x, roomcast.v1.msgpack, roomcast.v1.json")),
+        Codec::negotiate(["x", "roomcast.v1.msgpack", "roomcast.v1.json"].into_iter()),
         Ok(Some(Codec::Msgpack))
     );
-    assert_eq!(Codec::negotiate(Some("mqtt")), Err(()));
+    assert_eq!(Codec::negotiate(["mqtt"].into_iter()), Err(()));
+}
+
+#[test]
+fn ok_reply_is_the_id_alone_in_both_codecs() {
+    let ok = ServerMsg::Ok { id: 7, data: None };
+    assert_eq!(Codec::Json.encode(&ok), br#"{"op":"ok","id":7}"#);
+    let value: rmpv::Value = rmp_serde::from_slice(&Codec::Msgpack.encode(&ok)).unwrap();
+    assert_eq!(value["op"].as_str(), Some("ok"));
+    assert_eq!(value["id"].as_u64(), Some(7));
 }

@@ -1,53 +1,62 @@
 //! `GET /echo`: a WebSocket echo endpoint for testing clients and proxies, like the
-//! classic `ws://host/echo` servers. Echoes text and binary messages as they arrive.
+//! classic `ws://host/echo` servers. Echoes each text and binary message whole, once it
+//! has arrived. Reads through the same message reader as `/ws`, so it enforces the same
+//! framing rules and size limit, with the same close codes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use fastwebsockets::{FragmentCollector, Frame, OpCode, WebSocket};
+use bytes::Bytes;
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
+use super::frame::{self, close_frame, pong_frame};
+use super::message::{Message, MessageReader};
+use super::reader::FrameReader;
+use super::ws::{BoxWrite, split};
 use crate::node::Node;
 use crate::protocol::CloseCode;
 
-pub async fn serve(node: Arc<Node>, ws: WebSocket<TokioIo<Upgraded>>) {
-    let mut ws = ws;
-    ws.set_max_message_size(node.settings.limits.max_message_size + 1);
-    let mut ws = FragmentCollector::new(ws);
+/// How long a close frame may take to write before the socket is dropped without it.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub async fn serve(node: Arc<Node>, upgraded: Upgraded) {
+    let Some((read, early, mut write)) = split(upgraded) else {
+        tracing::error!("upgraded echo connection is not a TCP stream");
+        return;
+    };
+    let max = node.settings.limits.max_message_size;
+    let mut reader = MessageReader::new(FrameReader::new(read, &early, max), max);
     let idle = node.settings.idle_timeout();
     loop {
-        // Dropping `read_frame` on shutdown or timeout is fine: the connection ends there.
-        let frame = tokio::select! {
-            () = node.shutdown.cancelled() => {
-                let code = CloseCode::GoingAway;
-                let _ = ws.write_frame(Frame::close(code.code(), code.reason().as_bytes())).await;
-                return;
-            }
-            frame = tokio::time::timeout(idle, ws.read_frame()) => frame,
+        // The reader is cancel-safe, so dropping `next` on shutdown or timeout loses nothing.
+        let message = tokio::select! {
+            () = node.shutdown.cancelled() => return close(&mut write, CloseCode::GoingAway).await,
+            r = tokio::time::timeout(idle, reader.next()) => r,
         };
-        let frame = match frame {
-            Ok(Ok(frame)) => frame,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "echo connection ended");
-                return;
-            }
-            Err(_) => {
-                let code = CloseCode::IdleTimeout;
-                let _ = ws
-                    .write_frame(Frame::close(code.code(), code.reason().as_bytes()))
-                    .await;
-                return;
-            }
+        let reply: Bytes = match message {
+            Err(_) => return close(&mut write, CloseCode::IdleTimeout).await,
+            Ok(Err(error)) => match error.close_code() {
+                Some(code) => return close(&mut write, code).await,
+                None => return,
+            },
+            Ok(Ok(Message::Text(payload))) => frame::text(&payload),
+            Ok(Ok(Message::Binary(payload))) => frame::binary(&payload),
+            Ok(Ok(Message::Ping(payload))) => pong_frame(&payload),
+            Ok(Ok(Message::Pong)) => continue,
+            Ok(Ok(Message::Close)) => return close(&mut write, CloseCode::Normal).await,
         };
-        match frame.opcode {
-            OpCode::Close => return,
-            OpCode::Text | OpCode::Binary => {
-                let echoed = ws.write_frame(frame).await;
-                if echoed.is_err() {
-                    return;
-                }
-            }
-            _ => {}
+        if write.write_all(&reply).await.is_err() {
+            return;
         }
     }
+}
+
+async fn close(write: &mut BoxWrite, code: CloseCode) {
+    let frame = close_frame(code.code(), code.reason());
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+        write.write_all(&frame).await?;
+        write.shutdown().await
+    })
+    .await;
 }

@@ -1,5 +1,10 @@
-//! Transports: how bytes from a client become sessions, and queued frames become bytes.
+//! Transports: how a client's bytes become messages for its session, and its outbox's
+//! frames become bytes on its socket. `upgrade` turns an HTTP request into a connection
+//! and the [`ConnInfo`](crate::session::ConnInfo) the session starts from.
 
 pub mod echo;
+pub mod frame;
+pub mod message;
 pub mod reader;
+pub mod upgrade;
 pub mod ws;

@@ -1,14 +1,17 @@
 //! Reads client WebSocket frames (RFC 6455 §5) from a TCP socket, holding no buffer while
-//! the connection is idle.
+//! the connection is idle. `message` assembles them into messages; every WebSocket
+//! endpoint reads through both, with the same limits.
 //!
 //! Why not fastwebsockets' reader: it keeps an 8 KiB buffer per connection for the
 //! connection's whole life, which is most of an idle connection's memory (measured: 8.2 KiB
 //! of 8.4 KiB per idle connection). This reader waits for readiness first and allocates
 //! only when bytes arrive, sized to the frame, and lets go once the frame is handed out.
-//! fastwebsockets still does the handshake and the `/echo` endpoint.
+//! fastwebsockets still does the handshake.
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::tcp::OwnedReadHalf;
+
+use crate::protocol::CloseCode;
 
 /// Bytes read at a time when the frame's size is not known yet.
 const READ_CHUNK: usize = 4096;
@@ -43,6 +46,22 @@ pub enum ReadError {
     /// Broken framing: the connection must close with 1002.
     #[error("protocol error: {0}")]
     Protocol(&'static str),
+    /// A text message that is not UTF-8.
+    #[error("text message is not valid UTF-8")]
+    InvalidUtf8,
+}
+
+impl ReadError {
+    /// The close code the node answers with; `None` when the peer is already gone and
+    /// there is nobody to send a close frame to.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match self {
+            ReadError::TooBig(_) => Some(CloseCode::MessageTooBig),
+            ReadError::Protocol(_) => Some(CloseCode::ProtocolError),
+            ReadError::InvalidUtf8 => Some(CloseCode::InvalidPayload),
+            ReadError::Eof | ReadError::Lost(_) => None,
+        }
+    }
 }
 
 pub struct FrameReader {

@@ -1,5 +1,6 @@
-//! The WebSocket transport of a client connection: one reader task (frames → session) and
-//! one writer task (queued frames → socket, batched). The only code that touches the socket.
+//! The WebSocket transport of a client connection: one reader task (messages → session)
+//! and one writer task (queued frames → socket, batched). The only code that touches a
+//! client's socket.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,30 +13,32 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tracing::Instrument;
 
+use super::frame::{close_frame, ping_frame, pong_frame};
+use super::message::{Message, MessageReader};
+use super::reader::{FrameReader, ReadError};
 use crate::conn::{Batch, Conn, Outgoing};
 use crate::metrics::Metrics;
 use crate::node::Node;
-use crate::protocol::{
-    CloseCode, Codec, ErrorCode, Rejection, close_frame, ping_frame, pong_frame,
-};
-use crate::session::Session;
-use crate::transport::reader::{Frame, FrameReader, OpCode, ReadError};
+use crate::protocol::{CloseCode, ErrorCode, Rejection};
+use crate::session::{CommandError, ConnInfo, Session};
+use crate::wire::WireFormat;
 
 /// How long a close frame may take to write before the socket is dropped without it.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
+pub(super) type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
 
 /// Takes the TCP stream back from hyper: the reader waits on the socket's readiness and
 /// the writer owns its write half, with no lock between them.
-fn split(upgraded: Upgraded) -> Option<(OwnedReadHalf, Bytes, BoxWrite)> {
+pub(super) fn split(upgraded: Upgraded) -> Option<(OwnedReadHalf, Bytes, BoxWrite)> {
     let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
     let (read, write) = parts.io.into_inner().into_split();
     Some((read, parts.read_buf, Box::new(write)))
 }
 
 /// Runs a client connection until it ends. The caller has completed the handshake.
-pub async fn serve(node: Arc<Node>, upgraded: Upgraded, codec: Codec, peer: std::net::SocketAddr) {
+pub async fn serve(node: Arc<Node>, upgraded: Upgraded, wire: WireFormat, info: ConnInfo) {
+    let peer = info.peer;
     let Some((read, early, mut write)) = split(upgraded) else {
         // The server in this crate only ever hands over TCP streams.
         tracing::error!(%peer, "upgraded connection is not a TCP stream");
@@ -43,14 +46,14 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, codec: Codec, peer: std:
     };
     let limits = &node.settings.limits;
     let conn = Arc::new(Conn::new(
-        codec,
+        wire,
         limits.outbox_max_bytes,
         limits.outbox_max_frames,
         Arc::clone(&node.metrics),
     ));
     // Debug level: at the default level nothing inside a connection logs, and an enabled
     // span costs ~300 bytes per connection for nothing.
-    let span = tracing::debug_span!("conn", id = %conn.id, %peer, ?codec);
+    let span = tracing::debug_span!("conn", id = %conn.id, %peer, codec = ?wire.codec);
     if !node.register(&conn) {
         tracing::debug!(parent: &span, "node full or draining, refusing connection");
         let code = CloseCode::TryAgainLater;
@@ -69,9 +72,10 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, codec: Codec, peer: std:
         )
         .instrument(span.clone()),
     );
-    let mut session = Session::new(Arc::clone(&node), Arc::clone(&conn));
+    let mut session = Session::new(Arc::clone(&node), Arc::clone(&conn), info);
     session.welcome();
-    let reader = FrameReader::new(read, &early, node.settings.limits.max_message_size);
+    let frames = FrameReader::new(read, &early, limits.max_message_size);
+    let reader = MessageReader::new(frames, limits.max_message_size);
     read_loop(&node, &conn, &mut session, reader)
         .instrument(span.clone())
         .await;
@@ -84,104 +88,64 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, codec: Codec, peer: std:
     tracing::debug!(parent: &span, close = ?conn.close_code(), "disconnected");
 }
 
-/// A message being reassembled from fragments.
-struct Partial {
-    opcode: OpCode,
-    data: Vec<u8>,
-}
-
-async fn read_loop(node: &Node, conn: &Conn, session: &mut Session, mut reader: FrameReader) {
-    let max = node.settings.limits.max_message_size;
+async fn read_loop(node: &Node, conn: &Conn, session: &mut Session, mut reader: MessageReader) {
     let idle = node.settings.idle_timeout();
-    let mut partial: Option<Partial> = None;
     loop {
-        let frame = tokio::select! {
+        let message = tokio::select! {
             biased;
             () = conn.cancelled() => return,
             r = tokio::time::timeout(idle, reader.next()) => r,
         };
-        let frame = match frame {
+        let payload = match message {
             Err(_) => return conn.close(CloseCode::IdleTimeout),
-            Ok(Err(error)) => return on_read_error(conn, error),
-            Ok(Ok(frame)) => frame,
-        };
-        let Frame {
-            opcode,
-            fin,
-            payload,
-        } = frame;
-        node.metrics.bytes_in.add(payload.len() as u64);
-        let message = match opcode {
-            OpCode::Ping => {
+            Ok(Err(error)) => return on_read_error(conn, &error),
+            Ok(Ok(Message::Ping(payload))) => {
+                node.metrics.bytes_in.add(payload.len() as u64);
                 let _ = conn.push(pong_frame(&payload));
                 continue;
             }
-            OpCode::Pong => continue,
-            OpCode::Close => return conn.close(CloseCode::Normal),
-            OpCode::Text | OpCode::Binary if fin && partial.is_none() => Partial {
-                opcode,
-                data: payload.to_vec(),
-            },
-            OpCode::Text | OpCode::Binary if partial.is_none() => {
-                partial = Some(Partial {
-                    opcode,
-                    data: payload.to_vec(),
-                });
+            Ok(Ok(Message::Pong)) => continue,
+            Ok(Ok(Message::Close)) => return conn.close(CloseCode::Normal),
+            // Text frames carry text codecs, binary frames the others.
+            Ok(Ok(Message::Text(payload))) if conn.wire.codec.is_text() => payload,
+            Ok(Ok(Message::Binary(payload))) if !conn.wire.codec.is_text() => payload,
+            Ok(Ok(Message::Text(_) | Message::Binary(_))) => {
+                wrong_frame_type(session, conn.wire);
                 continue;
             }
-            OpCode::Continuation if partial.is_some() => {
-                let Some(mut p) = partial.take() else {
-                    continue;
-                };
-                if p.data.len() + payload.len() > max {
-                    return conn.close(CloseCode::MessageTooBig);
-                }
-                p.data.extend_from_slice(&payload);
-                if !fin {
-                    partial = Some(p);
-                    continue;
-                }
-                p
-            }
-            _ => return conn.close(CloseCode::ProtocolError),
         };
-        if message.opcode == OpCode::Text && std::str::from_utf8(&message.data).is_err() {
-            return conn.close(CloseCode::InvalidPayload);
-        }
-        let expected = match conn.codec {
-            Codec::Json => OpCode::Text,
-            Codec::Msgpack => OpCode::Binary,
-        };
-        if message.opcode != expected {
-            session.reject(&Rejection::new(
-                None,
-                ErrorCode::BadRequest,
-                format!(
-                    "this connection speaks {} and expects {:?} frames",
-                    conn.codec.subprotocol(),
-                    expected
-                ),
-            ));
-            continue;
-        }
+        node.metrics.bytes_in.add(payload.len() as u64);
         // Boxed: the handling future is large and only needed while a message is handled,
         // not in every idle connection's reader task.
-        Box::pin(session.handle(&message.data)).await;
+        Box::pin(session.handle(&payload)).await;
     }
 }
 
-fn on_read_error(conn: &Conn, error: ReadError) {
-    let code = match error {
-        ReadError::TooBig(_) => CloseCode::MessageTooBig,
-        ReadError::Protocol(_) => CloseCode::ProtocolError,
-        // The peer is gone; there is nobody to send a close frame to.
-        ReadError::Eof | ReadError::Lost(_) => {
-            tracing::debug!(%error, "connection lost");
-            conn.cancel();
-            return;
-        }
+fn wrong_frame_type(session: &Session, wire: WireFormat) {
+    let expected = if wire.codec.is_text() {
+        "Text"
+    } else {
+        "Binary"
     };
-    tracing::debug!(%error, close = code.code(), "closing on bad frame");
+    let rejection = Rejection::new(
+        None,
+        ErrorCode::BadRequest,
+        format!(
+            "this connection speaks {} and expects {expected} frames",
+            wire.codec.subprotocol(),
+        ),
+    );
+    session.reject(None, &CommandError::Decode(rejection));
+}
+
+fn on_read_error(conn: &Conn, error: &ReadError) {
+    let Some(code) = error.close_code() else {
+        // The peer is gone; there is nobody to send a close frame to.
+        tracing::debug!(%error, "connection lost");
+        conn.cancel();
+        return;
+    };
+    tracing::debug!(%error, close = code.code(), "closing on bad input");
     conn.close(code);
 }
 
@@ -257,7 +221,7 @@ fn record_written(metrics: &Metrics, frames: &[Outgoing]) {
     let bytes: usize = frames.iter().map(|o| o.frame.len()).sum();
     metrics.bytes_out.add(bytes as u64);
     if frames.iter().any(|o| o.published_ms != 0) {
-        let now_us = crate::node::unix_micros();
+        let now_us = crate::clock::unix_micros();
         for o in frames.iter().filter(|o| o.published_ms != 0) {
             metrics
                 .publish_to_write

@@ -1,5 +1,6 @@
-//! Server-to-client WebSocket frames, built once and shared as `Bytes` by every subscriber.
-//! Server frames are never masked (RFC 6455 §5.1), so the bytes are identical for everyone.
+//! WebSocket framing of server-to-client payloads, built once and shared as `Bytes` by
+//! every subscriber: server frames are never masked (RFC 6455 §5.1), so the bytes are
+//! identical for everyone. Knows nothing of what the payload says.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -29,11 +30,11 @@ fn build(opcode: u8, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
-pub(crate) fn text(payload: &[u8]) -> Bytes {
+pub fn text(payload: &[u8]) -> Bytes {
     build(OP_TEXT, payload)
 }
 
-pub(crate) fn binary(payload: &[u8]) -> Bytes {
+pub fn binary(payload: &[u8]) -> Bytes {
     build(OP_BINARY, payload)
 }
 
@@ -53,7 +54,7 @@ pub fn ping_frame() -> Bytes {
     build(OP_PING, b"")
 }
 
-/// A pong echoing the ping's payload (at most 125 bytes; fastwebsockets enforces that on read).
+/// A pong echoing the ping's payload (at most 125 bytes; the frame reader enforces that).
 pub fn pong_frame(payload: &[u8]) -> Bytes {
     build(OP_PONG, &payload[..payload.len().min(125)])
 }

@@ -1,0 +1,232 @@
+//! One incarnation of the Redis link, as the supervisor drives it: connect, resubscribe
+//! every wanted channel, then carry messages, subscription changes and probes until the
+//! link is lost.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use tokio::sync::mpsc;
+
+use super::{Ctl, LinkHandle, Shared};
+use crate::bus::BusError;
+use crate::bus::envelope::Envelope;
+use crate::bus::probe::Probe;
+use crate::bus::supervisor::{Link, Lost};
+use crate::channel::ChannelName;
+use crate::metrics::DropReason;
+
+pub(super) struct RedisLink(pub(super) Arc<Shared>);
+
+pub(super) struct Live {
+    sink: PubSubSink,
+    stream: PubSubStream,
+    publisher: MultiplexedConnection,
+    /// Subscription changes queued by the node, once the link is published.
+    ctl: Option<mpsc::UnboundedReceiver<Ctl>>,
+}
+
+impl Link for RedisLink {
+    type Live = Live;
+
+    async fn connect(&self) -> Result<Live, BusError> {
+        let shared = &self.0;
+        let timeout = Duration::from_millis(shared.settings.connect_timeout_ms);
+        let timed_out = || {
+            BusError::from(redis::RedisError::from(std::io::Error::from(
+                std::io::ErrorKind::TimedOut,
+            )))
+        };
+        let pubsub = tokio::time::timeout(timeout, shared.client.get_async_pubsub())
+            .await
+            .map_err(|_| timed_out())??;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(Duration::from_millis(
+                shared.settings.response_timeout_ms,
+            )));
+        let publisher = shared
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let (mut sink, stream) = pubsub.split();
+        tokio::time::timeout(timeout, sink.subscribe(&shared.probe_channel))
+            .await
+            .map_err(|_| timed_out())??;
+        Ok(Live {
+            sink,
+            stream,
+            publisher,
+            ctl: None,
+        })
+    }
+
+    async fn resubscribe(&self, live: &mut Live) -> Result<Vec<ChannelName>, Lost> {
+        let shared = &self.0;
+        let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
+        // Publish the link, then queue a subscribe for every wanted channel under the same
+        // lock: later subscribes and unsubscribes queue behind these, in order.
+        let channels: Vec<ChannelName> = {
+            let mut state = shared.state.lock();
+            state.link = Some(LinkHandle {
+                ctl: ctl_tx.clone(),
+                publisher: live.publisher.clone(),
+            });
+            for channel in &state.wanted {
+                let _ = ctl_tx.send(Ctl {
+                    subscribe: true,
+                    channel: shared.redis_name(channel),
+                    done: None,
+                });
+            }
+            state.wanted.iter().cloned().collect()
+        };
+        apply(&live.sink, drain(&mut ctl_rx)).await?;
+        live.ctl = Some(ctl_rx);
+        Ok(channels)
+    }
+
+    async fn serve(&self, live: Live) -> Lost {
+        let shared = &self.0;
+        let Live {
+            sink,
+            mut stream,
+            mut publisher,
+            ctl,
+        } = live;
+        let Some(mut ctl) = ctl else {
+            return Lost::Closed;
+        };
+        let mut probe = Probe::new(
+            Duration::from_millis(shared.settings.probe_interval_ms),
+            Duration::from_millis(shared.settings.probe_timeout_ms),
+        );
+        loop {
+            tokio::select! {
+                biased;
+                () = shared.stop.cancelled() => return Lost::Stopped,
+                msg = stream.next() => {
+                    let Some(msg) = msg else { return Lost::Closed };
+                    if msg.get_channel_name() == shared.probe_channel {
+                        probe.heard();
+                    } else {
+                        receive(shared, &msg);
+                    }
+                }
+                Some(first) = ctl.recv() => {
+                    let mut batch = vec![first];
+                    batch.extend(drain(&mut ctl));
+                    if let Err(lost) = apply(&sink, batch).await {
+                        return lost;
+                    }
+                }
+                due = probe.due() => {
+                    if let Err(deaf) = due {
+                        shared.metrics.bus_probe_failures.inc();
+                        return Lost::Deaf(deaf);
+                    }
+                    send_probe(shared, &mut publisher).await;
+                }
+            }
+        }
+    }
+
+    fn down(&self) {
+        self.0.state.lock().link = None;
+    }
+}
+
+/// The answer arrives on the pub/sub stream; a failure here shows up there, as silence.
+async fn send_probe(shared: &Shared, publisher: &mut MultiplexedConnection) {
+    let sent = redis::cmd("PUBLISH")
+        .arg(&shared.probe_channel)
+        .arg(b"probe".as_slice())
+        .query_async::<i64>(publisher)
+        .await;
+    if let Err(error) = sent {
+        tracing::debug!(%error, "probe publish failed");
+    }
+}
+
+fn drain(rx: &mut mpsc::UnboundedReceiver<Ctl>) -> Vec<Ctl> {
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
+/// Sends a batch of subscription changes as one pipeline: one command per channel (so
+/// every reply pairs with its request), all written before any reply is awaited.
+async fn apply(sink: &PubSubSink, batch: Vec<Ctl>) -> Result<(), Lost> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let calls = batch.iter().map(|ctl| {
+        let mut sink = sink.clone();
+        let channel = ctl.channel.clone();
+        let subscribe = ctl.subscribe;
+        async move {
+            if subscribe {
+                sink.subscribe(channel).await
+            } else {
+                sink.unsubscribe(channel).await
+            }
+        }
+    });
+    // join_all polls in order on its first pass, so commands are queued in batch order.
+    let results = futures_util::future::join_all(calls).await;
+    let mut failure = None;
+    for (ctl, result) in batch.into_iter().zip(results) {
+        let result = result.map_err(BusError::from);
+        if let Err(error) = &result {
+            failure.get_or_insert_with(|| error.clone());
+        }
+        if let Some(done) = ctl.done {
+            let _ = done.send(result);
+        }
+    }
+    match failure {
+        // A refused command on a pub/sub connection means the connection is unusable.
+        Some(error) => Err(Lost::Command(error)),
+        None => Ok(()),
+    }
+}
+
+/// Why a message on a roomcast channel could not be taken.
+#[derive(Debug, thiserror::Error)]
+enum Invalid {
+    #[error("channel outside the prefix")]
+    Prefix,
+    #[error("invalid channel name")]
+    Channel(#[from] crate::channel::ChannelError),
+    #[error("invalid envelope")]
+    Envelope(#[from] crate::bus::envelope::EnvelopeError),
+}
+
+fn receive(shared: &Shared, msg: &redis::Msg) {
+    shared.metrics.messages_received.inc();
+    let name = msg.get_channel_name();
+    let parsed = name
+        .strip_prefix(&shared.prefix)
+        .ok_or(Invalid::Prefix)
+        .and_then(|raw| Ok(ChannelName::parse(raw)?))
+        .and_then(|channel| Ok((channel, Envelope::decode(msg.get_payload_bytes())?)));
+    match parsed {
+        Ok((channel, envelope)) => {
+            if let Some(events) = shared.events.upgrade() {
+                events.message(channel, envelope);
+            }
+        }
+        Err(error) => {
+            shared.metrics.dropped(DropReason::InvalidEnvelope, 1);
+            let now = crate::clock::unix_micros() / 1_000_000;
+            if shared.last_invalid_log.swap(now, Ordering::Relaxed) != now {
+                let error = &error as &dyn std::error::Error;
+                tracing::warn!(
+                    channel = name,
+                    error,
+                    "dropped an invalid message from redis"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The Redis bus: one pub/sub connection per node, subscribed only to the channels this
+//! node hosts, plus a multiplexed connection for publishing. The supervisor
+//! (`bus::supervisor`) keeps the link alive; `link` is what it drives. Nothing else in
+//! the node touches Redis.
+
+mod link;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::envelope::Envelope;
+use super::supervisor::{Backoff, Supervisor};
+use super::{Bus, BusError, BusEvents, Published};
+use crate::channel::ChannelName;
+use crate::metrics::Metrics;
+use crate::settings::RedisSettings;
+
+pub struct RedisBus {
+    shared: Arc<Shared>,
+    ready: Arc<AtomicBool>,
+}
+
+struct Shared {
+    client: redis::Client,
+    settings: RedisSettings,
+    /// `<prefix>:` prepended to every channel name on Redis.
+    prefix: String,
+    probe_channel: String,
+    /// The node; weak because the node owns the bus.
+    events: Weak<dyn BusEvents>,
+    metrics: Arc<Metrics>,
+    /// Channels the node wants and the current link. One lock, so that the order in which
+    /// commands enter a link's queue is the order in which the node asked for them.
+    state: Mutex<State>,
+    stop: CancellationToken,
+    /// Last second an invalid envelope was logged, so a misbehaving backend cannot flood logs.
+    last_invalid_log: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    wanted: HashSet<ChannelName>,
+    link: Option<LinkHandle>,
+}
+
+/// How to reach the live link, while Redis is reachable.
+#[derive(Clone)]
+struct LinkHandle {
+    ctl: mpsc::UnboundedSender<Ctl>,
+    publisher: MultiplexedConnection,
+}
+
+/// A subscription change for the link to send, in order, on its pub/sub connection.
+struct Ctl {
+    subscribe: bool,
+    channel: String,
+    done: Option<oneshot::Sender<Result<(), BusError>>>,
+}
+
+impl RedisBus {
+    /// Starts the supervisor; it connects in the background, so a node starts (not ready)
+    /// even while Redis is down. The client was made from a validated URL.
+    pub fn start(
+        client: redis::Client,
+        settings: RedisSettings,
+        node_id: &str,
+        events: Weak<dyn BusEvents>,
+        metrics: Arc<Metrics>,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Self {
+        let prefix = format!("{}:", settings.prefix);
+        let ready = Arc::new(AtomicBool::new(false));
+        let supervisor = Supervisor {
+            backoff: Backoff {
+                min_ms: settings.reconnect_min_ms,
+                max_ms: settings.reconnect_max_ms,
+            },
+            events: events.clone(),
+            metrics: Arc::clone(&metrics),
+            ready: Arc::clone(&ready),
+            stop: stop.clone(),
+        };
+        let shared = Arc::new(Shared {
+            client,
+            probe_channel: format!("{prefix}$probe:{node_id}"),
+            prefix,
+            settings,
+            events,
+            metrics,
+            state: Mutex::new(State::default()),
+            stop,
+            last_invalid_log: AtomicU64::new(0),
+        });
+        tasks.spawn(supervisor.run(link::RedisLink(Arc::clone(&shared))));
+        Self { shared, ready }
+    }
+}
+
+impl Shared {
+    fn redis_name(&self, channel: &ChannelName) -> String {
+        format!("{}{channel}", self.prefix)
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    async fn publish(
+        &self,
+        channel: &ChannelName,
+        envelope: Envelope,
+    ) -> Result<Published, BusError> {
+        let link = self.shared.state.lock().link.clone();
+        let (Some(mut link), true) = (link, self.is_ready()) else {
+            return Err(BusError::NotConnected);
+        };
+        redis::cmd("PUBLISH")
+            .arg(self.shared.redis_name(channel))
+            .arg(envelope.encode())
+            .query_async::<i64>(&mut link.publisher)
+            .await?;
+        Ok(Published::default())
+    }
+
+    async fn subscribe(&self, channel: &ChannelName) -> Result<(), BusError> {
+        self.shared.metrics.bus_subscribes.inc();
+        let rx = {
+            let mut state = self.shared.state.lock();
+            state.wanted.insert(channel.clone());
+            // While Redis is down the channel is only remembered: the link subscribes it
+            // when it is back, and the node hears of it then.
+            let Some(link) = &state.link else {
+                return Ok(());
+            };
+            let (tx, rx) = oneshot::channel();
+            let ctl = Ctl {
+                subscribe: true,
+                channel: self.shared.redis_name(channel),
+                done: Some(tx),
+            };
+            if link.ctl.send(ctl).is_err() {
+                return Ok(());
+            }
+            rx
+        };
+        match rx.await {
+            // A link lost before answering resubscribes the channel when it is back.
+            Ok(Ok(())) | Err(_) => Ok(()),
+            Ok(Err(error)) => {
+                self.shared.state.lock().wanted.remove(channel);
+                Err(error)
+            }
+        }
+    }
+
+    async fn unsubscribe(&self, channel: &ChannelName) -> Result<(), BusError> {
+        self.shared.metrics.bus_unsubscribes.inc();
+        let mut state = self.shared.state.lock();
+        state.wanted.remove(channel);
+        if let Some(link) = &state.link {
+            let _ = link.ctl.send(Ctl {
+                subscribe: false,
+                channel: self.shared.redis_name(channel),
+                done: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}

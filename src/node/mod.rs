@@ -1,0 +1,203 @@
+//! The node, the core: policy that spans sessions, the hub and the bus. It holds the
+//! connection registry, turns a channel's first/last local subscriber into a bus
+//! (un)subscription, publishes through the bus, and hears back from the bus through
+//! [`BusEvents`] (`events`). Knows nothing of sockets or wire formats.
+
+mod dedupe;
+mod drain;
+mod events;
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::bus::envelope::Envelope;
+use crate::bus::memory::MemoryBus;
+use crate::bus::redis::RedisBus;
+use crate::bus::{Bus, BusError, BusEvents, Published};
+use crate::channel::ChannelName;
+use crate::conn::{Conn, ConnId};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::settings::{BusKind, Settings};
+
+const CHANNEL_LOCKS: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid value for `redis_url`")]
+    RedisUrl(#[source] redis::RedisError),
+}
+
+pub struct Node {
+    pub id: String,
+    pub settings: Arc<Settings>,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    bus: Arc<dyn Bus>,
+    conns: Mutex<HashMap<ConnId, Arc<Conn>>>,
+    /// Serialises a channel's first-subscriber/last-subscriber transitions with the bus
+    /// call they cause, so a subscribe can never overtake the unsubscribe before it.
+    /// Striped: two channels may share a lock, which is harmless.
+    channel_locks: Box<[tokio::sync::Mutex<()>]>,
+    lock_hasher: std::collections::hash_map::RandomState,
+    /// Ids of recent messages that carried one, to drop a backend's retried publish.
+    recent_ids: dedupe::RecentIds,
+    draining: AtomicBool,
+    /// Cancelled when the node starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Stops the bus, last, once no client needs it any more.
+    bus_stop: CancellationToken,
+    /// Every connection task and the bus supervisor; shutdown waits on it.
+    pub tasks: TaskTracker,
+}
+
+/// The bus to build, decided (and its settings checked) before the node exists.
+enum BusPlan {
+    Memory,
+    Redis(Box<redis::Client>),
+}
+
+impl Node {
+    pub fn new(settings: Settings) -> Result<Arc<Self>, StartError> {
+        let plan = match settings.bus {
+            BusKind::Memory => BusPlan::Memory,
+            BusKind::Redis => BusPlan::Redis(Box::new(
+                redis::Client::open(settings.redis_url.as_str()).map_err(StartError::RedisUrl)?,
+            )),
+        };
+        // The bus reports to the node it belongs to: it gets a weak handle to it.
+        Ok(Arc::new_cyclic(|me: &Weak<Node>| {
+            let metrics = Arc::new(Metrics::default());
+            let id = settings.node_id_or_generated();
+            let tasks = TaskTracker::new();
+            let bus_stop = CancellationToken::new();
+            let events: Weak<dyn BusEvents> = me.clone();
+            let bus: Arc<dyn Bus> = match plan {
+                BusPlan::Memory => Arc::new(MemoryBus::new(events, Arc::clone(&metrics))),
+                BusPlan::Redis(client) => Arc::new(RedisBus::start(
+                    *client,
+                    settings.redis.clone(),
+                    &id,
+                    events,
+                    Arc::clone(&metrics),
+                    &tasks,
+                    bus_stop.clone(),
+                )),
+            };
+            Self {
+                id,
+                hub: Arc::new(Hub::new(Arc::clone(&metrics))),
+                settings: Arc::new(settings),
+                metrics,
+                bus,
+                conns: Mutex::new(HashMap::new()),
+                channel_locks: (0..CHANNEL_LOCKS)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+                lock_hasher: Default::default(),
+                recent_ids: dedupe::RecentIds::default(),
+                draining: AtomicBool::new(false),
+                shutdown: CancellationToken::new(),
+                bus_stop,
+                tasks,
+            }
+        }))
+    }
+
+    /// Registers a connection, unless the node is full or draining.
+    pub fn register(&self, conn: &Arc<Conn>) -> bool {
+        let mut conns = self.conns.lock();
+        if conns.len() >= self.settings.limits.max_connections || self.is_draining() {
+            return false;
+        }
+        conns.insert(conn.id, Arc::clone(conn));
+        self.metrics.connections.inc();
+        self.metrics.connections_total.inc();
+        true
+    }
+
+    pub fn deregister(&self, id: ConnId) {
+        if self.conns.lock().remove(&id).is_some() {
+            self.metrics.connections.dec();
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.lock().len()
+    }
+
+    fn channel_lock(&self, channel: &ChannelName) -> &tokio::sync::Mutex<()> {
+        &self.channel_locks[self.lock_hasher.hash_one(channel) as usize % CHANNEL_LOCKS]
+    }
+
+    /// Adds a local subscriber; the channel's first one subscribes the node on the bus,
+    /// and if the bus refuses, the subscriber is removed again.
+    pub async fn subscribe(
+        &self,
+        channel: &ChannelName,
+        conn: &Arc<Conn>,
+    ) -> Result<(), NodeError> {
+        let _guard = self.channel_lock(channel).lock().await;
+        if self.hub.add(channel, conn)
+            && let Err(error) = self.bus.subscribe(channel).await
+        {
+            self.hub.remove(channel, conn.id);
+            return Err(error.into());
+        }
+        self.metrics.subscriptions.inc();
+        Ok(())
+    }
+
+    /// Removes a local subscriber; the channel's last one unsubscribes the node on the bus.
+    pub async fn unsubscribe(&self, channel: &ChannelName, conn: ConnId) {
+        let _guard = self.channel_lock(channel).lock().await;
+        if self.hub.remove(channel, conn)
+            && let Err(error) = self.bus.unsubscribe(channel).await
+        {
+            // The bus drops its own subscriptions when its connection goes away, and a
+            // stale one only costs traffic the hub discards, so this is not fatal.
+            let error = &error as &dyn std::error::Error;
+            tracing::warn!(error, %channel, "bus unsubscribe failed");
+        }
+        self.metrics.subscriptions.dec();
+    }
+
+    /// Publishes cluster-wide (this node included) through the bus.
+    pub async fn publish(
+        &self,
+        channel: &ChannelName,
+        data: Bytes,
+    ) -> Result<Published, NodeError> {
+        let span =
+            tracing::info_span!("roomcast.publish", %channel, node = %self.id, bytes = data.len());
+        let envelope = Envelope {
+            data,
+            ts: Some(crate::clock::unix_millis()),
+            node: Some(self.id.clone()),
+            traceparent: crate::telemetry::traceparent(&span),
+            ..Envelope::default()
+        };
+        let published = self.bus.publish(channel, envelope).instrument(span).await?;
+        self.metrics.messages_published.inc();
+        Ok(published)
+    }
+
+    /// Ready to take connections: not draining and the bus is up.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.bus.is_ready()
+    }
+}

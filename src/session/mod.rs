@@ -1,0 +1,124 @@
+//! One client's protocol state: what its handshake showed ([`ConnInfo`]), its
+//! subscriptions and its budgets. Decodes each message into a command, runs it (one file
+//! per command) and queues the reply. Owns no socket: a transport feeds it payloads and
+//! writes what its outbox holds.
+
+mod budget;
+mod error;
+mod info;
+mod ping;
+mod publish;
+mod subscribe;
+mod unsubscribe;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::channel::ChannelName;
+use crate::conn::Conn;
+use crate::node::Node;
+use crate::protocol::{Command, ReplyData, ServerMsg};
+use crate::settings::NamespacePolicy;
+
+pub use error::CommandError;
+pub use info::ConnInfo;
+
+/// What a command answers on success: `ok`, with data for ops that return some.
+pub type Reply = Option<ReplyData>;
+
+pub struct Session {
+    node: Arc<Node>,
+    conn: Arc<Conn>,
+    /// What the handshake saw; auth and per-IP limits start here.
+    info: ConnInfo,
+    subscriptions: HashSet<ChannelName>,
+    publish_budget: budget::TokenBucket,
+}
+
+impl Session {
+    pub fn new(node: Arc<Node>, conn: Arc<Conn>, info: ConnInfo) -> Self {
+        let limits = &node.settings.limits;
+        let publish_budget = budget::TokenBucket::new(limits.publish_rate, limits.publish_burst);
+        Self {
+            node,
+            conn,
+            info,
+            subscriptions: HashSet::new(),
+            publish_budget,
+        }
+    }
+
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
+    /// Sends `welcome`, the first thing every client receives.
+    pub fn welcome(&self) {
+        let client = format!("{}-{}", self.node.id, self.conn.id);
+        self.send(&ServerMsg::Welcome {
+            client: &client,
+            node: &self.node.id,
+            version: 1,
+            heartbeat: self.node.settings.heartbeat.interval_ms.div_ceil(1000),
+        });
+    }
+
+    /// Handles one complete client message and queues its reply.
+    pub async fn handle(&mut self, payload: &[u8]) {
+        let cmd = match self.conn.wire.codec.decode(payload) {
+            Ok(cmd) => cmd,
+            Err(rejection) => {
+                let id = rejection.id;
+                return self.reject(id, &CommandError::Decode(rejection));
+            }
+        };
+        let id = cmd.id();
+        match self.execute(cmd).await {
+            Ok(data) => self.send(&ServerMsg::Ok { id, data }),
+            Err(error) => self.reject(Some(id), &error),
+        }
+    }
+
+    async fn execute(&mut self, cmd: Command) -> Result<Reply, CommandError> {
+        match cmd {
+            Command::Subscribe { channel, .. } => self.subscribe(channel).await,
+            Command::Unsubscribe { channel, .. } => self.unsubscribe(channel).await,
+            Command::Publish { channel, data, .. } => self.publish(channel, data).await,
+            Command::Ping { .. } => self.ping(),
+        }
+    }
+
+    /// Answers with an `error` reply; the connection stays open.
+    pub fn reject(&self, id: Option<u64>, error: &CommandError) {
+        let code = error.code();
+        self.node.metrics.error(code);
+        error.log(id);
+        let message = error.to_string();
+        self.send(&ServerMsg::Error {
+            id,
+            code,
+            message: &message,
+        });
+    }
+
+    /// The policy of the channel's namespace; unknown namespaces are refused.
+    fn policy(&self, channel: &ChannelName) -> Result<&NamespacePolicy, CommandError> {
+        self.node
+            .settings
+            .namespace(channel.namespace())
+            .ok_or_else(|| CommandError::UnknownNamespace(channel.namespace().to_string()))
+    }
+
+    /// Queues a reply. A full outbox has already cut the connection off as a slow
+    /// consumer, and a closing one needs no reply: nothing is left to do either way.
+    fn send(&self, msg: &ServerMsg<'_>) {
+        let _ = self.conn.push(self.conn.wire.message(msg));
+    }
+
+    /// Leaves every channel; called once when the connection ends, however it ends.
+    pub async fn end(mut self) {
+        for channel in std::mem::take(&mut self.subscriptions) {
+            self.node.unsubscribe(&channel, self.conn.id).await;
+        }
+    }
+}

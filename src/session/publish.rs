@@ -1,0 +1,30 @@
+//! `publish`: send data to every subscriber of a channel, cluster-wide, where the
+//! namespace lets clients publish, within the size limit and the connection's budget.
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::{CommandError, Reply, Session};
+use crate::channel::ChannelName;
+
+impl Session {
+    pub(super) async fn publish(
+        &mut self,
+        channel: ChannelName,
+        data: Bytes,
+    ) -> Result<Reply, CommandError> {
+        if !self.policy(&channel)?.publish {
+            return Err(CommandError::PublishForbidden(
+                channel.namespace().to_string(),
+            ));
+        }
+        if data.len() > self.node.settings.limits.max_message_size {
+            return Err(CommandError::TooLarge);
+        }
+        if !self.publish_budget.take(Instant::now()) {
+            return Err(CommandError::RateLimited);
+        }
+        self.node.publish(&channel, data).await?;
+        Ok(None)
+    }
+}

@@ -1,0 +1,167 @@
+//! The settings sections below the top level, each with its defaults. Every field's doc
+//! comment is its documentation; README.md's configuration table repeats it.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::LogFormat;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// Every channel is `<prefix>:<channel>` on Redis.
+    pub prefix: String,
+    /// How often the node publishes to its own probe channel.
+    pub probe_interval_ms: u64,
+    /// A pub/sub link that has not delivered a probe for this long is deaf: it is torn
+    /// down and rebuilt. Detection takes at most this plus one probe interval.
+    pub probe_timeout_ms: u64,
+    /// Reconnect backoff: starts near this, doubles per failed attempt…
+    pub reconnect_min_ms: u64,
+    /// …up to this.
+    pub reconnect_max_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// A publish with no reply within this fails with `unavailable`.
+    pub response_timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            prefix: "roomcast".into(),
+            probe_interval_ms: 1_000,
+            probe_timeout_ms: 3_000,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 5_000,
+            connect_timeout_ms: 2_000,
+            response_timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelSettings {
+    /// OTLP/HTTP endpoint, e.g. `http://collector:4318`; unset: the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, and without either, no traces are exported.
+    pub endpoint: Option<String>,
+    /// Share of messages published without a trace context that start a sampled trace.
+    /// A message that carries a sampled `traceparent` is always traced.
+    pub sample_ratio: f64,
+    pub service_name: String,
+}
+
+impl Default for OtelSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            sample_ratio: 0.01,
+            service_name: "roomcast".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` (with `/healthz` and `/readyz`) only on this separate admin
+    /// address, e.g. `127.0.0.1:9090`; unset: on the main port.
+    pub listen: Option<SocketAddr>,
+    /// When set, `/metrics` answers only requests with `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `roomcast=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest client message in bytes; larger closes the connection with 1009.
+    pub max_message_size: usize,
+    /// Connections this node holds at once; beyond, new ones are closed with 1013.
+    pub max_connections: usize,
+    /// Channels one connection may be subscribed to at once (`limit_exceeded`).
+    pub max_subscriptions: usize,
+    /// Sustained client publishes per second per connection (`rate_limited` beyond).
+    pub publish_rate: f64,
+    /// Publishes a connection may burst above the sustained rate.
+    pub publish_burst: f64,
+    /// Bytes queued for one connection before it counts as a slow consumer (close 4000).
+    pub outbox_max_bytes: usize,
+    /// Frames queued for one connection before it counts as a slow consumer (close 4000).
+    pub outbox_max_frames: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Heartbeat {
+    /// The node sends a WebSocket ping this often.
+    pub interval_ms: u64,
+    /// A connection that sends nothing (no frame, no pong) for this long is closed with 4001.
+    pub idle_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    /// Clients are closed with 1001 spread evenly over this window, so that they do not
+    /// all reconnect elsewhere at the same instant.
+    pub drain_window_ms: u64,
+    /// After the window, how long to wait for connections to finish before exiting anyway.
+    pub grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespacePolicy {
+    /// Whether clients may `publish` to channels of this namespace (backends always may).
+    pub publish: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 64 * 1024,
+            max_connections: 50_000,
+            max_subscriptions: 128,
+            publish_rate: 20.0,
+            publish_burst: 40.0,
+            outbox_max_bytes: 1 << 20,
+            outbox_max_frames: 4096,
+        }
+    }
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            interval_ms: 25_000,
+            idle_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            drain_window_ms: 5_000,
+            grace_ms: 5_000,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Assembles client WebSocket frames into messages, with the limits every endpoint shares:
+//! the total size of a fragmented message, fragmentation rules, UTF-8 of text messages.
+//! Cancel-safe: a message being assembled lives here, not in a future.
+
+use bytes::{Bytes, BytesMut};
+
+use super::reader::{Frame, FrameReader, OpCode, ReadError};
+
+/// One complete client message, or a control frame the endpoint must answer.
+#[derive(Debug, PartialEq)]
+pub enum Message {
+    /// A text message, checked to be UTF-8.
+    Text(Bytes),
+    Binary(Bytes),
+    /// The ping's payload, to echo in the pong.
+    Ping(Bytes),
+    Pong,
+    /// The client closed.
+    Close,
+}
+
+pub struct MessageReader {
+    frames: FrameReader,
+    assembler: Assembler,
+}
+
+impl MessageReader {
+    pub fn new(frames: FrameReader, max_message: usize) -> Self {
+        Self {
+            frames,
+            assembler: Assembler {
+                max_message,
+                partial: None,
+            },
+        }
+    }
+
+    /// The next message. Control frames may arrive between the fragments of a message
+    /// and are handed out at once.
+    pub async fn next(&mut self) -> Result<Message, ReadError> {
+        loop {
+            let frame = self.frames.next().await?;
+            if let Some(message) = self.assembler.take(frame)? {
+                return Ok(message);
+            }
+        }
+    }
+}
+
+/// The state between frames: pure, so every rule is unit-tested without a socket.
+struct Assembler {
+    max_message: usize,
+    /// A fragmented message so far: its opcode and data.
+    partial: Option<(OpCode, BytesMut)>,
+}
+
+impl Assembler {
+    fn take(&mut self, frame: Frame) -> Result<Option<Message>, ReadError> {
+        let Frame {
+            opcode,
+            fin,
+            payload,
+        } = frame;
+        match opcode {
+            OpCode::Ping => Ok(Some(Message::Ping(payload))),
+            OpCode::Pong => Ok(Some(Message::Pong)),
+            OpCode::Close => Ok(Some(Message::Close)),
+            OpCode::Text | OpCode::Binary if self.partial.is_none() => {
+                if fin {
+                    return finish(opcode, payload).map(Some);
+                }
+                self.partial = Some((opcode, BytesMut::from(&payload[..])));
+                Ok(None)
+            }
+            OpCode::Continuation => {
+                let Some((first, mut data)) = self.partial.take() else {
+                    return Err(ReadError::Protocol("continuation with nothing to continue"));
+                };
+                let total = data.len() + payload.len();
+                if total > self.max_message {
+                    return Err(ReadError::TooBig(total as u64));
+                }
+                data.extend_from_slice(&payload);
+                if fin {
+                    return finish(first, data.freeze()).map(Some);
+                }
+                self.partial = Some((first, data));
+                Ok(None)
+            }
+            OpCode::Text | OpCode::Binary => {
+                Err(ReadError::Protocol("a new message inside a fragmented one"))
+            }
+        }
+    }
+}
+
+fn finish(opcode: OpCode, data: Bytes) -> Result<Message, ReadError> {
+    if opcode == OpCode::Text {
+        std::str::from_utf8(&data).map_err(|_| ReadError::InvalidUtf8)?;
+        return Ok(Message::Text(data));
+    }
+    Ok(Message::Binary(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(opcode: OpCode, fin: bool, payload: &'static [u8]) -> Frame {
+        Frame {
+            opcode,
+            fin,
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    fn assembler(max_message: usize) -> Assembler {
+        Assembler {
+            max_message,
+            partial: None,
+        }
+    }
+
+    #[test]
+    fn fragments_join_around_control_frames() {
+        let mut a = assembler(100);
+        assert_eq!(a.take(frame(OpCode::Text, false, b"he")).unwrap(), None);
+        assert_eq!(
+            a.take(frame(OpCode::Ping, true, b"p")).unwrap(),
+            Some(Message::Ping(Bytes::from_static(b"p")))
+        );
+        assert_eq!(
+            a.take(frame(OpCode::Continuation, true, b"llo")).unwrap(),
+            Some(Message::Text(Bytes::from_static(b"hello")))
+        );
+    }
+
+    #[test]
+    fn limits_and_rules() {
+        let mut a = assembler(4);
+        a.take(frame(OpCode::Binary, false, b"abc")).unwrap();
+        assert!(matches!(
+            a.take(frame(OpCode::Continuation, true, b"de")),
+            Err(ReadError::TooBig(5))
+        ));
+        let mut a = assembler(100);
+        assert!(matches!(
+            a.take(frame(OpCode::Continuation, true, b"x")),
+            Err(ReadError::Protocol(_))
+        ));
+        a.take(frame(OpCode::Text, false, b"x")).unwrap();
+        assert!(matches!(
+            a.take(frame(OpCode::Text, true, b"y")),
+            Err(ReadError::Protocol(_))
+        ));
+        assert!(matches!(
+            assembler(100).take(frame(OpCode::Text, true, &[0xff])),
+            Err(ReadError::InvalidUtf8)
+        ));
+        let mut a = assembler(100);
+        a.take(frame(OpCode::Text, false, &[0xc3])).unwrap();
+        assert!(matches!(
+            a.take(frame(OpCode::Continuation, true, &[0x28])),
+            Err(ReadError::InvalidUtf8)
+        ));
+    }
+}
