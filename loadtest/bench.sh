@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p roomcast -p roomcast-loadtest
-export ROOMCAST_BIN=target/release/roomcast LOADTEST_BIN=target/release/roomcast-loadtest
+release="${CARGO_TARGET_DIR:-target}/release"
+export ROOMCAST_BIN="$release/roomcast" LOADTEST_BIN="$release/roomcast-loadtest"
 dir="loadtest/results/bench-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$dir"
 D="${BENCH_DURATION:-15}"

@@ -34,8 +34,8 @@ mkdir -p "$out"
 if [ -z "${ROOMCAST_BIN:-}" ] || [ -z "${LOADTEST_BIN:-}" ]; then
   cargo build --release -q -p roomcast -p roomcast-loadtest
 fi
-ROOMCAST_BIN="${ROOMCAST_BIN:-target/release/roomcast}"
-LOADTEST_BIN="${LOADTEST_BIN:-target/release/roomcast-loadtest}"
+ROOMCAST_BIN="${ROOMCAST_BIN:-${CARGO_TARGET_DIR:-target}/release/roomcast}"
+LOADTEST_BIN="${LOADTEST_BIN:-${CARGO_TARGET_DIR:-target}/release/roomcast-loadtest}"
 command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 69; }
 
 # Every process may hold this many files; a node holds at most ~19,900 connections here.

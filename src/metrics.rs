@@ -262,7 +262,6 @@ impl Metrics {
 
     /// Prometheus text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
-        let plain = self.samples();
         let mut out = String::with_capacity(8192);
         let _ = writeln!(
             out,
@@ -270,29 +269,32 @@ impl Metrics {
              # TYPE roomcast_connections gauge\nroomcast_connections{{transport=\"ws\"}} {}",
             self.connections.get()
         );
-        for (name, kind, help, value) in plain.iter() {
+        for (name, kind, help, value) in self.samples().iter() {
             let _ = writeln!(
                 out,
                 "# HELP roomcast_{name} {help}\n# TYPE roomcast_{name} {kind}\nroomcast_{name} {value}"
             );
         }
-        if let Some((rss, cpu)) = process_usage() {
-            let _ = writeln!(
-                out,
-                "# HELP process_resident_memory_bytes Resident memory size in bytes.\n\
-                 # TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
-            );
-            let _ = writeln!(
-                out,
-                "# HELP process_cpu_seconds_total Total user and system CPU time in seconds.\n\
-                 # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP roomcast_closes_total Connections closed by the node, by close code."
+        render_process(&mut out);
+        self.render_labelled(&mut out);
+        self.publish_to_write.render(
+            &mut out,
+            "roomcast_publish_to_write_seconds",
+            "From a message's publish time to the write of its frame to a client socket.",
         );
-        let _ = writeln!(out, "# TYPE roomcast_closes_total counter");
+        out
+    }
+
+    /// The families with a label: closes by code, drops by reason, errors by code.
+    fn render_labelled(&self, out: &mut String) {
+        let family = |out: &mut String, name: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        };
+        family(
+            out,
+            "roomcast_closes_total",
+            "Connections closed by the node, by close code.",
+        );
         for (code, counter) in CLOSE_CODES.iter().zip(&self.closes) {
             let (n, label, v) = (code.code(), code.label(), counter.get());
             let _ = writeln!(
@@ -300,10 +302,10 @@ impl Metrics {
                 "roomcast_closes_total{{code=\"{n}\",reason=\"{label}\"}} {v}"
             );
         }
-        let _ = writeln!(
+        family(
             out,
-            "# HELP roomcast_messages_dropped_total Messages (frames, per client) not delivered, by reason.\n\
-             # TYPE roomcast_messages_dropped_total counter"
+            "roomcast_messages_dropped_total",
+            "Messages (frames, per client) not delivered, by reason.",
         );
         for (reason, counter) in DROP_REASONS.iter().zip(&self.drops) {
             let (label, v) = (reason.label(), counter.get());
@@ -312,16 +314,11 @@ impl Metrics {
                 "roomcast_messages_dropped_total{{reason=\"{label}\"}} {v}"
             );
         }
-        self.publish_to_write.render(
-            &mut out,
-            "roomcast_publish_to_write_seconds",
-            "From a message's publish time to the write of its frame to a client socket.",
-        );
-        let _ = writeln!(
+        family(
             out,
-            "# HELP roomcast_protocol_errors_total Error replies sent, by error code."
+            "roomcast_protocol_errors_total",
+            "Error replies sent, by error code.",
         );
-        let _ = writeln!(out, "# TYPE roomcast_protocol_errors_total counter");
         for (code, counter) in ERROR_CODES.iter().zip(&self.errors) {
             let (label, v) = (code.as_str(), counter.get());
             let _ = writeln!(
@@ -329,7 +326,21 @@ impl Metrics {
                 "roomcast_protocol_errors_total{{code=\"{label}\"}} {v}"
             );
         }
-        out
+    }
+}
+
+fn render_process(out: &mut String) {
+    if let Some((rss, cpu)) = process_usage() {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n\
+             # TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP process_cpu_seconds_total Total user and system CPU time in seconds.\n\
+             # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}"
+        );
     }
 }
 

@@ -1,7 +1,6 @@
 //! The coordinator: starts worker processes, waits until every connection is subscribed,
 //! publishes on a fixed schedule, stops the workers and merges what they saw.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -37,14 +36,46 @@ struct Worker {
     stdin: ChildStdin,
 }
 
+type Reports = mpsc::UnboundedReceiver<(usize, Report)>;
+
+/// Per worker: (connected, subscribed, failed, received) from its latest progress report.
+type Progress = Vec<(u64, u64, u64, u64)>;
+
 pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     let sc = &plan.scenario;
-    let rooms = sc.rooms();
-    let exe = std::env::current_exe()?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Report)>();
-    let mut workers = Vec::new();
-    let per = sc.connections.div_ceil(plan.workers);
     let usage_before = sample_nodes(&plan).await;
+    let (mut workers, mut rx) = start_workers(&plan)?;
+    let mut progress: Progress = vec![(0, 0, 0, 0); workers.len()];
+    let mut outcome = Outcome::new(sc, &plan.targets, workers.len());
+    connect_phase(&plan, &mut rx, &mut progress, &mut outcome).await?;
+    // Settle, then read node memory with everybody connected and idle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let usage_idle = sample_nodes(&plan).await;
+    publish_phase(&plan, &mut workers, &mut rx, &mut progress, &mut outcome).await?;
+    let usage_after = sample_nodes(&plan).await;
+    let results = stop_workers(workers, &mut rx).await?;
+    merge(&mut outcome, sc.rooms(), &results)?;
+    outcome.delivered_per_s = outcome.received_total as f64 / sc.duration_s.max(1) as f64;
+    let sampled = usage_before.len();
+    outcome.nodes = (0..sampled)
+        .map(|i| {
+            let pid = plan.node_pids.get(i).copied().unwrap_or(0);
+            let (before, idle, after) = (usage_before[i], usage_idle[i], usage_after[i]);
+            NodeUsage::from_samples(pid, before, idle, after, sc.connections, sampled)
+        })
+        .collect();
+    outcome.finish_memory();
+    Ok(outcome)
+}
+
+/// Starts one worker process per share of the connections; their reports arrive on the
+/// returned channel, tagged with the worker's index.
+fn start_workers(plan: &Plan) -> anyhow::Result<(Vec<Worker>, Reports)> {
+    let sc = &plan.scenario;
+    let exe = std::env::current_exe()?;
+    let (tx, rx) = mpsc::unbounded_channel::<(usize, Report)>();
+    let per = sc.connections.div_ceil(plan.workers);
+    let mut workers = Vec::new();
     for w in 0..plan.workers {
         let first = w * per;
         let count = per.min(sc.connections.saturating_sub(first));
@@ -56,7 +87,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
             targets: plan.targets.clone(),
             first,
             count,
-            rooms,
+            rooms: sc.rooms(),
             sources: plan.sources.clone(),
             churn_per_s: sc.churn_per_s,
             connect_concurrency: 512,
@@ -83,14 +114,19 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
         });
         workers.push(Worker { child, stdin });
     }
-    drop(tx);
-    let n = workers.len();
+    Ok((workers, rx))
+}
 
-    // Connect and subscribe.
-    let bar = progress_bar(plan.quiet, sc.connections as u64, "connecting");
-    let mut progress = vec![(0u64, 0u64, 0u64, 0u64); n];
-    let mut ready: Vec<Option<Report>> = (0..n).map(|_| None).collect();
-    let connect_started = Instant::now();
+/// Waits until every worker has connected and subscribed its share; records the figures.
+async fn connect_phase(
+    plan: &Plan,
+    rx: &mut Reports,
+    progress: &mut Progress,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
+    let bar = progress_bar(plan.quiet, plan.scenario.connections as u64, "connecting");
+    let mut ready: Vec<Option<Report>> = (0..progress.len()).map(|_| None).collect();
+    let started = Instant::now();
     while ready.iter().any(Option::is_none) {
         let Some((w, report)) = rx.recv().await else {
             bail!("a worker exited early")
@@ -103,105 +139,115 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
                 received,
             } => {
                 progress[w] = (connected, subscribed, failed, received);
-                let c: u64 = progress.iter().map(|p| p.0).sum();
-                let s: u64 = progress.iter().map(|p| p.1).sum();
-                let f: u64 = progress.iter().map(|p| p.2).sum();
-                bar.set_position(c);
-                bar.set_message(format!("subscribed {s}, failed {f}"));
+                let sum = |f: fn(&(u64, u64, u64, u64)) -> u64| progress.iter().map(f).sum::<u64>();
+                bar.set_position(sum(|p| p.0));
+                bar.set_message(format!(
+                    "subscribed {}, failed {}",
+                    sum(|p| p.1),
+                    sum(|p| p.2)
+                ));
             }
             r @ Report::Ready { .. } => ready[w] = Some(r),
             Report::Result(_) => bail!("worker {w} reported a result before it was asked"),
         }
     }
     bar.finish_and_clear();
-    let wall_connect = connect_started.elapsed().as_secs_f64();
-    let mut outcome = Outcome::new(sc, &plan.targets, n);
-    let mut errors = BTreeMap::new();
-    let mut connect_secs: f64 = 0.0;
+    outcome.setup_secs = started.elapsed().as_secs_f64();
     for r in ready.into_iter().flatten() {
         if let Report::Ready {
             connected,
             failed,
-            connect_secs: cs,
+            connect_secs,
             subscribe_secs,
-            errors: e,
+            errors,
         } = r
         {
             outcome.connected += connected;
             outcome.connect_failures += failed;
-            connect_secs = connect_secs.max(cs);
+            outcome.connect_secs = outcome.connect_secs.max(connect_secs);
             outcome.subscribe_secs = outcome.subscribe_secs.max(subscribe_secs);
-            for (k, v) in e {
-                *errors.entry(k).or_insert(0) += v;
+            for (k, v) in errors {
+                *outcome.connect_errors.entry(k).or_insert(0) += v;
             }
         }
     }
-    outcome.connect_errors = errors;
-    outcome.connect_secs = connect_secs;
-    outcome.connect_rate = outcome.connected as f64 / connect_secs.max(1e-9);
-    outcome.setup_secs = wall_connect;
-    // Settle, then read node memory with everybody connected and idle.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let usage_idle = sample_nodes(&plan).await;
+    outcome.connect_rate = outcome.connected as f64 / outcome.connect_secs.max(1e-9);
+    Ok(())
+}
 
-    // Publish on schedule.
+/// Starts the workers' clocks, publishes on schedule, and lets what is in flight arrive.
+async fn publish_phase(
+    plan: &Plan,
+    workers: &mut [Worker],
+    rx: &mut Reports,
+    progress: &mut Progress,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
+    let sc = &plan.scenario;
     let start_ns = stats::now_ns() + 200_000_000;
-    for w in &mut workers {
+    for w in workers.iter_mut() {
         w.stdin
             .write_all(format!("go {start_ns}\n").as_bytes())
             .await?;
     }
     let total = (sc.rate * sc.duration_s as f64).round() as u64;
-    let mut published = 0;
-    let mut publish_errors = 0;
-    let mut lag_max_ms: f64 = 0.0;
-    if total > 0 {
-        let mut publisher =
-            Publisher::connect(sc, &plan.redis_url, &plan.redis_prefix, &plan.targets).await?;
-        let bar = progress_bar(plan.quiet, total, "publishing");
-        let started = Instant::now();
-        let publish = publisher.run(start_ns, sc.rate, total, rooms, &bar);
-        tokio::pin!(publish);
-        let stats = loop {
-            tokio::select! {
-                r = &mut publish => break r?,
-                Some((w, report)) = rx.recv() => {
-                    if let Report::Progress { received, .. } = report {
-                        progress[w].3 = received;
-                        let got: u64 = progress.iter().map(|p| p.3).sum();
-                        bar.set_message(format!("delivered {got}"));
-                    }
-                }
-            }
-        };
-        bar.finish_and_clear();
-        published = stats.published;
-        publish_errors = stats.errors;
-        lag_max_ms = stats.max_lag_ms;
-        outcome.publish_secs = started.elapsed().as_secs_f64();
-        // Let what is in flight arrive.
-        let expected_total = expected_per_room(published, rooms);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let want: u64 = sc.connections as u64 * expected_total.iter().sum::<u64>() / rooms as u64;
-        while Instant::now() < deadline {
-            let next = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
-            if let Ok(Some((w, Report::Progress { received, .. }))) = next {
-                progress[w].3 = received;
-                if progress.iter().map(|p| p.3).sum::<u64>() >= want {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    break;
+    if total == 0 {
+        return Ok(());
+    }
+    let mut publisher =
+        Publisher::connect(sc, &plan.redis_url, &plan.redis_prefix, &plan.targets).await?;
+    let bar = progress_bar(plan.quiet, total, "publishing");
+    let started = Instant::now();
+    let publish = publisher.run(start_ns, sc.rate, total, sc.rooms(), &bar);
+    tokio::pin!(publish);
+    let stats = loop {
+        tokio::select! {
+            r = &mut publish => break r?,
+            Some((w, report)) = rx.recv() => {
+                if let Report::Progress { received, .. } = report {
+                    progress[w].3 = received;
+                    let got: u64 = progress.iter().map(|p| p.3).sum();
+                    bar.set_message(format!("delivered {got}"));
                 }
             }
         }
-    }
-    let usage_after = sample_nodes(&plan).await;
+    };
+    bar.finish_and_clear();
+    outcome.published = stats.published;
+    outcome.publish_errors = stats.errors;
+    outcome.publisher_max_lag_ms = stats.max_lag_ms;
+    outcome.publish_secs = started.elapsed().as_secs_f64();
+    let expected: u64 = expected_per_room(stats.published, sc.rooms()).iter().sum();
+    let want = sc.connections as u64 * expected / sc.rooms() as u64;
+    drain_in_flight(rx, progress, want).await;
+    Ok(())
+}
 
-    // Stop and collect.
+/// Waits up to 5 s for the workers to report `want` deliveries in all.
+async fn drain_in_flight(rx: &mut Reports, progress: &mut Progress, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let next = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+        if let Ok(Some((w, Report::Progress { received, .. }))) = next {
+            progress[w].3 = received;
+            if progress.iter().map(|p| p.3).sum::<u64>() >= want {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Tells every worker to stop and collects their results.
+async fn stop_workers(
+    mut workers: Vec<Worker>,
+    rx: &mut Reports,
+) -> anyhow::Result<Vec<WorkerResult>> {
     for w in &mut workers {
         w.stdin.write_all(b"stop\n").await?;
     }
     let mut results: Vec<WorkerResult> = Vec::new();
-    while results.len() < n {
+    while results.len() < workers.len() {
         let Some((_, report)) = rx.recv().await else {
             bail!("a worker exited without a result")
         };
@@ -212,14 +258,15 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     for mut w in workers {
         let _ = tokio::time::timeout(Duration::from_secs(10), w.child.wait()).await;
     }
+    Ok(results)
+}
 
-    outcome.published = published;
-    outcome.publish_errors = publish_errors;
-    outcome.publisher_max_lag_ms = lag_max_ms;
-    let per_room = expected_per_room(published, rooms);
+/// Adds the workers' results up: loss, duplicates and order per room, latency, closes.
+fn merge(outcome: &mut Outcome, rooms: usize, results: &[WorkerResult]) -> anyhow::Result<()> {
+    let per_room = expected_per_room(outcome.published, rooms);
     let mut latency = stats::new_hist();
     let mut series = Vec::new();
-    for r in &results {
+    for r in results {
         for (room, [conns, received, dups, ooo]) in r.rooms.iter().enumerate() {
             outcome.expected += conns * per_room[room];
             outcome.delivered += received - dups;
@@ -241,24 +288,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
         outcome.received_total += r.received;
     }
     outcome.lost = outcome.expected.saturating_sub(outcome.delivered);
-    outcome.delivered_per_s = outcome.received_total as f64 / sc.duration_s.max(1) as f64;
     outcome.set_latency(&latency, &series);
-    let sampled = usage_before.len();
-    outcome.nodes = (0..sampled)
-        .map(|i| {
-            let pid = plan.node_pids.get(i).copied().unwrap_or(0);
-            NodeUsage::from_samples(
-                pid,
-                usage_before[i],
-                usage_idle[i],
-                usage_after[i],
-                sc.connections,
-                sampled,
-            )
-        })
-        .collect();
-    outcome.finish_memory();
-    Ok(outcome)
+    Ok(())
 }
 
 /// (RSS, CPU seconds) of each node: from /proc for local pids, else from each target's

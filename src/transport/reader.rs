@@ -121,37 +121,17 @@ fn parse(buf: &mut BytesMut, max_payload: usize) -> Result<Parsed, ReadError> {
     if b0 & 0x70 != 0 {
         return Err(ReadError::Protocol("reserved bits set"));
     }
-    let opcode = match b0 & 0x0F {
-        0x0 => OpCode::Continuation,
-        0x1 => OpCode::Text,
-        0x2 => OpCode::Binary,
-        0x8 => OpCode::Close,
-        0x9 => OpCode::Ping,
-        0xA => OpCode::Pong,
-        _ => return Err(ReadError::Protocol("reserved opcode")),
-    };
+    let opcode = opcode(b0 & 0x0F)?;
     let fin = b0 & 0x80 != 0;
     if b1 & 0x80 == 0 {
         return Err(ReadError::Protocol("client frames must be masked"));
     }
-    let control = matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong);
-    let (len, len_bytes) = match b1 & 0x7F {
-        126 => {
-            if buf.len() < 4 {
-                return Ok(Parsed::Need(4 - buf.len()));
-            }
-            (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 2)
-        }
-        127 => {
-            if buf.len() < 10 {
-                return Ok(Parsed::Need(10 - buf.len()));
-            }
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&buf[2..10]);
-            (u64::from_be_bytes(b), 8)
-        }
-        n => (u64::from(n), 0),
+    let Some((len, len_bytes)) = payload_len(buf, b1 & 0x7F) else {
+        return Ok(Parsed::Need(
+            if b1 & 0x7F == 126 { 4 } else { 10 } - buf.len(),
+        ));
     };
+    let control = matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong);
     if control && (!fin || len > 125) {
         return Err(ReadError::Protocol(
             "control frames must be whole and at most 125 bytes",
@@ -179,6 +159,34 @@ fn parse(buf: &mut BytesMut, max_payload: usize) -> Result<Parsed, ReadError> {
         opcode,
         payload: payload.freeze(),
     }))
+}
+
+fn opcode(bits: u8) -> Result<OpCode, ReadError> {
+    Ok(match bits {
+        0x0 => OpCode::Continuation,
+        0x1 => OpCode::Text,
+        0x2 => OpCode::Binary,
+        0x8 => OpCode::Close,
+        0x9 => OpCode::Ping,
+        0xA => OpCode::Pong,
+        _ => return Err(ReadError::Protocol("reserved opcode")),
+    })
+}
+
+/// The payload length and how many extended-length bytes carried it; `None` while those
+/// bytes have not all arrived.
+fn payload_len(buf: &[u8], len7: u8) -> Option<(u64, usize)> {
+    match len7 {
+        126 => {
+            let b = buf.get(2..4)?;
+            Some((u64::from(u16::from_be_bytes([b[0], b[1]])), 2))
+        }
+        127 => {
+            let b: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
+            Some((u64::from_be_bytes(b), 8))
+        }
+        n => Some((u64::from(n), 0)),
+    }
 }
 
 #[cfg(test)]

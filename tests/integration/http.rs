@@ -4,7 +4,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Closed, TestNode, http_get};
+use tokio::io::AsyncWriteExt;
+
+use crate::support::{Closed, RawClient, TestNode, http_get};
 
 #[tokio::test]
 async fn pages_health_and_metrics() {
@@ -64,6 +66,31 @@ async fn echo_endpoint_echoes_and_can_be_turned_off() {
 
     let node = TestNode::start_with(|s| s.echo = false).await;
     assert_eq!(node.get("/echo").await.0, 404);
+    node.stop().await;
+}
+
+/// `/echo` reads through the same message reader as `/ws`: same limits, same close codes.
+#[tokio::test]
+async fn echo_enforces_the_same_limits_as_ws() {
+    let node = TestNode::start_with(|s| s.limits.max_message_size = 1024).await;
+    let mut raw = RawClient::connect_echo(node.addr).await;
+    raw.send_frame(0x01, b"he").await;
+    raw.send_frame(0x89, b"p").await;
+    raw.send_frame(0x80, b"llo").await;
+    assert_eq!(raw.read_frame().await, Some((0xA, b"p".to_vec())));
+    assert_eq!(raw.read_frame().await, Some((0x1, b"hello".to_vec())));
+    // Fragments are counted together against limits.max_message_size.
+    raw.send_frame(0x02, &[0u8; 600]).await;
+    raw.send_frame(0x80, &[0u8; 600]).await;
+    assert_eq!(raw.close_code().await, Some(1009));
+
+    let mut raw = RawClient::connect_echo(node.addr).await;
+    raw.send_frame(0x81, &[0xff, 0xfe]).await;
+    assert_eq!(raw.close_code().await, Some(1007));
+
+    let mut raw = RawClient::connect_echo(node.addr).await;
+    raw.stream.write_all(&[0x81, 0x01, b'x']).await.unwrap();
+    assert_eq!(raw.close_code().await, Some(1002), "unmasked frame");
     node.stop().await;
 }
 

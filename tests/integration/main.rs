@@ -6,6 +6,7 @@ mod fanout;
 mod http;
 mod limits;
 mod protocol;
+mod redis_failures;
 mod redis_support;
 mod support;
 mod tracing;

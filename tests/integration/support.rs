@@ -241,10 +241,23 @@ pub struct RawClient {
 }
 
 impl RawClient {
+    /// A client of `/ws`, past its `welcome`.
     pub async fn connect(addr: SocketAddr) -> Self {
+        let mut raw = Self::handshake(addr, "/ws").await;
+        let (op, _) = raw.read_frame().await.expect("welcome");
+        assert_eq!(op, 1);
+        raw
+    }
+
+    /// A client of `/echo`, which sends nothing first.
+    pub async fn connect_echo(addr: SocketAddr) -> Self {
+        Self::handshake(addr, "/echo").await
+    }
+
+    async fn handshake(addr: SocketAddr, path: &str) -> Self {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let req = format!(
-            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(req.as_bytes()).await.unwrap();
@@ -259,10 +272,7 @@ impl RawClient {
             "{}",
             String::from_utf8_lossy(&head)
         );
-        let mut raw = Self { stream };
-        let (op, _) = raw.read_frame().await.expect("welcome");
-        assert_eq!(op, 1);
-        raw
+        Self { stream }
     }
 
     /// Sends one client frame (masked, as RFC 6455 requires of clients).

@@ -23,8 +23,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def target_dir() -> Path:
+    """Cargo's target directory: CARGO_TARGET_DIR when set, as cargo itself reads it."""
+    return Path(os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target")))
+
+
 def roomcast_bin() -> str:
-    path = os.environ.get("ROOMCAST_BIN", str(ROOT / "target" / "debug" / "roomcast"))
+    path = os.environ.get("ROOMCAST_BIN", str(target_dir() / "debug" / "roomcast"))
     if not Path(path).exists():
         pytest.fail(f"roomcast binary not found at {path}; run `cargo build` first")
     return path

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import websocket
 
+from conftest import roomcast_bin
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,7 +30,7 @@ def next_message(ws):
 def test_every_example_publisher_reaches_every_node(cluster, redis_server):
     subs = [subscriber(node, "chat:examples") for node in cluster]
     env = dict(os.environ, REDIS_URL=redis_server.url)
-    rust_example = ROOT / "target" / "debug" / "examples" / "publish"
+    rust_example = Path(roomcast_bin()).parent / "examples" / "publish"
     assert rust_example.exists(), "scripts/test builds the examples"
     commands = {
         "shell": ["sh", str(ROOT / "examples" / "publish.sh")],

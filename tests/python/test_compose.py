@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import websocket
 
-from conftest import free_port
+from conftest import free_port, roomcast_bin, target_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "roomcast-e2e"
@@ -218,14 +218,14 @@ def test_cluster_end_to_end(cluster, browser):
 
 
 def test_loadtest_against_the_cluster(cluster):
-    binary = ROOT / "target" / "debug" / "roomcast-loadtest"
+    binary = Path(roomcast_bin()).parent / "roomcast-loadtest"
     redis_ip = cluster.ip(cluster.compose("ps", "-q", "redis").strip())
     out = subprocess.run([str(binary), "run", "--scenario", str(ROOT / "loadtest/scenarios/fanout.toml"),
                           "--targets", f"ws://127.0.0.1:{cluster.port}/ws", "--redis-url", f"redis://{redis_ip}:6379",
                           "--connections", "2000", "--duration", "5", "--rate", "10", "--quiet",
-                          "--out", str(ROOT / "target" / "compose-loadtest")],
+                          "--out", str(target_dir() / "compose-loadtest")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    summary = json.loads((ROOT / "target" / "compose-loadtest" / "summary.json").read_text())
+    summary = json.loads((target_dir() / "compose-loadtest" / "summary.json").read_text())
     assert summary["connected"] == 2000
     assert summary["lost"] == 0 and summary["duplicates"] == 0

@@ -6,13 +6,15 @@ import os
 import subprocess
 from pathlib import Path
 
+from conftest import roomcast_bin
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_fanout_smoke_over_three_nodes(tmp_path):
     env = dict(os.environ,
-               ROOMCAST_BIN=os.environ.get("ROOMCAST_BIN", str(ROOT / "target/debug/roomcast")),
-               LOADTEST_BIN=str(ROOT / "target/debug/roomcast-loadtest"))
+               ROOMCAST_BIN=roomcast_bin(),
+               LOADTEST_BIN=str(Path(roomcast_bin()).parent / "roomcast-loadtest"))
     out = tmp_path / "report"
     run = subprocess.run([str(ROOT / "loadtest/run-local.sh"), "fanout", "--connections", "500", "--nodes", "3",
                           "--duration", "5", "--rate", "20", "--out", str(out), "--quiet"],

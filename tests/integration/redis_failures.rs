@@ -1,0 +1,113 @@
+//! Redis going away, or going deaf: clients stay connected, publishes fail visibly, and
+//! the node recovers by itself and tells its clients `gap`.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::cluster::{node_on, ready};
+use crate::redis_support::{DeafProxy, redis};
+use crate::support::eventually;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_is_visible_and_recovers_by_itself() {
+    let Some(mut redis) = redis().await else {
+        return;
+    };
+    let a = node_on(&redis.url(), "a").await;
+    let b = node_on(&redis.url(), "b").await;
+    ready(&a).await;
+    ready(&b).await;
+    let mut sub_a = a.json().await;
+    sub_a.subscribe("chat:r").await;
+    let mut sub_b = b.json().await;
+    sub_b.subscribe("chat:r").await;
+    let mut pub_a = a.json().await;
+    assert_eq!(pub_a.publish("chat:r", json!("before")).await["op"], "ok");
+    assert_eq!(sub_a.next_message().await["data"], "before");
+    assert_eq!(sub_b.next_message().await["data"], "before");
+
+    redis.stop();
+    for n in [&a, &b] {
+        let node = std::sync::Arc::clone(&n.node);
+        eventually(move || !node.is_ready()).await;
+        assert_eq!(n.get("/readyz").await.0, 503);
+    }
+    let reply = pub_a.publish("chat:r", json!("during")).await;
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    // Clients are still connected and served.
+    assert_eq!(sub_a.request(json!({"op": "ping"})).await["op"], "ok");
+    // A subscription made during the outage is kept and set up on reconnect.
+    let mut late = b.json().await;
+    late.subscribe("chat:late").await;
+
+    redis.start().await;
+    ready(&a).await;
+    ready(&b).await;
+    assert_eq!(a.get("/readyz").await.0, 200);
+    for c in [&mut sub_a, &mut sub_b] {
+        let gap = c.recv().await;
+        assert_eq!(gap, json!({"op": "gap", "channel": "chat:r"}));
+    }
+    assert_eq!(
+        late.recv().await,
+        json!({"op": "gap", "channel": "chat:late"})
+    );
+    assert_eq!(pub_a.publish("chat:r", json!("after")).await["op"], "ok");
+    assert_eq!(sub_a.next_message().await["data"], "after");
+    assert_eq!(sub_b.next_message().await["data"], "after");
+    redis.publish("rc:chat:late", br#"{"data":"late"}"#).await;
+    assert_eq!(late.next_message().await["data"], "late");
+    assert!(a.node.metrics.bus_reconnects.get() >= 1);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn deaf_pubsub_link_is_detected_by_the_probe() {
+    let Some(redis) = redis().await else { return };
+    let proxy = DeafProxy::start(redis.port).await;
+    let node = node_on(&proxy.url(), "deaf").await;
+    ready(&node).await;
+    let mut sub = node.json().await;
+    sub.subscribe("chat:d").await;
+    proxy.freeze();
+    let started = tokio::time::Instant::now();
+    let n = std::sync::Arc::clone(&node.node);
+    eventually(move || n.metrics.bus_probe_failures.get() >= 1).await;
+    // probe_timeout_ms (500) + probe_interval_ms (100), plus scheduling slack.
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    ready(&node).await;
+    assert_eq!(sub.recv().await, json!({"op": "gap", "channel": "chat:d"}));
+    redis
+        .publish("rc:chat:d", br#"{"data":"heard again"}"#)
+        .await;
+    assert_eq!(sub.next_message().await["data"], "heard again");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn killed_pubsub_connection_is_rebuilt() {
+    let Some(redis) = redis().await else { return };
+    let node = node_on(&redis.url(), "kill").await;
+    ready(&node).await;
+    let mut sub = node.json().await;
+    sub.subscribe("chat:k").await;
+    let mut conn = redis.client().await.unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    assert_eq!(sub.recv().await, json!({"op": "gap", "channel": "chat:k"}));
+    redis.publish("rc:chat:k", br#"{"data":1}"#).await;
+    assert_eq!(sub.next_message().await["data"], 1);
+    node.stop().await;
+}
