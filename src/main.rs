@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     let mut settings = match Settings::load(&cli, None) {
         Ok(settings) => settings,
         Err(error) => {
+            // SettingsError's message already includes its cause, naming the key.
             eprintln!("roomcast: configuration error: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
@@ -47,7 +48,8 @@ fn main() -> ExitCode {
         match roomcast::telemetry::init(&settings.log, &settings.otel, &settings.node_id) {
             Ok(t) => t,
             Err(error) => {
-                eprintln!("roomcast: configuration error: {error}");
+                let error = anyhow::Error::from(error);
+                eprintln!("roomcast: configuration error: {error:#}");
                 return ExitCode::from(EXIT_CONFIG);
             }
         }

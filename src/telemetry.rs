@@ -23,6 +23,17 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::metrics::Metrics;
 use crate::settings::{LogFormat, LogSettings, OtelSettings};
 
+/// Why logging or tracing could not be set up; each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("invalid value for `log.level`")]
+    LogLevel(#[source] tracing_subscriber::filter::ParseError),
+    #[error("invalid value for `otel.endpoint`")]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    #[error("a global tracing subscriber is already installed")]
+    AlreadyInstalled(#[source] tracing_subscriber::util::TryInitError),
+}
+
 /// Keeps the exporters alive; `shutdown` flushes what is still buffered.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
@@ -85,12 +96,16 @@ fn endpoint(otel: &OtelSettings) -> Option<String> {
 }
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `log.level`.
-pub fn init(log: &LogSettings, otel: &OtelSettings, node_id: &str) -> Result<Telemetry, String> {
+pub fn init(
+    log: &LogSettings,
+    otel: &OtelSettings,
+    node_id: &str,
+) -> Result<Telemetry, TelemetryError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.is_empty() => EnvFilter::try_new(spec),
         _ => EnvFilter::try_new(&log.level),
     }
-    .map_err(|e| format!("invalid value for `log.level`: {e}"))?;
+    .map_err(TelemetryError::LogLevel)?;
     let (provider, meters) = match endpoint(otel) {
         Some(endpoint) => (
             Some(tracer_provider(&endpoint, otel, node_id)?),
@@ -131,7 +146,7 @@ pub fn init(log: &LogSettings, otel: &OtelSettings, node_id: &str) -> Result<Tel
         .with(logs)
         .with(otel_layer)
         .try_init()
-        .map_err(|e| e.to_string())?;
+        .map_err(TelemetryError::AlreadyInstalled)?;
     Ok(Telemetry { provider, meters })
 }
 
@@ -146,13 +161,13 @@ fn meter_provider(
     endpoint: &str,
     otel: &OtelSettings,
     node_id: &str,
-) -> Result<SdkMeterProvider, String> {
+) -> Result<SdkMeterProvider, TelemetryError> {
     use opentelemetry_otlp::WithExportConfig;
     let exporter = opentelemetry_otlp::MetricExporter::builder()
         .with_http()
         .with_endpoint(format!("{}/v1/metrics", endpoint.trim_end_matches('/')))
         .build()
-        .map_err(|e| format!("invalid value for `otel.endpoint`: {e}"))?;
+        .map_err(TelemetryError::Exporter)?;
     // Export interval: OTEL_METRIC_EXPORT_INTERVAL (ms), default 60 s.
     Ok(SdkMeterProvider::builder()
         .with_periodic_exporter(exporter)
@@ -164,14 +179,14 @@ fn tracer_provider(
     endpoint: &str,
     otel: &OtelSettings,
     node_id: &str,
-) -> Result<SdkTracerProvider, String> {
+) -> Result<SdkTracerProvider, TelemetryError> {
     use opentelemetry_otlp::WithExportConfig;
     let traces = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(traces)
         .build()
-        .map_err(|e| format!("invalid value for `otel.endpoint`: {e}"))?;
+        .map_err(TelemetryError::Exporter)?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(otel.service_name.clone())
         .with_attribute(opentelemetry::KeyValue::new(

@@ -1,3 +1,5 @@
+//! Unit tests of the codecs: every op, every decoding error, both codecs' shared fields.
+
 use super::*;
 
 fn json(s: &str) -> Result<Command, Rejection> {

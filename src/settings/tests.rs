@@ -1,3 +1,5 @@
+//! Unit tests of settings loading: layers, foreign variables, errors naming their key.
+
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Option<config::Map<String, String>> {
