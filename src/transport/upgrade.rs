@@ -76,7 +76,7 @@ pub fn echo(mut req: Request<Incoming>, node: Arc<Node>) -> Reply {
 
 /// What the request shows that the session may need. Every `Sec-WebSocket-Protocol`
 /// header counts (a client may send several), each split at commas.
-fn conn_info<B>(req: &Request<B>, peer: SocketAddr) -> ConnInfo {
+fn conn_info<B>(req: &Request<B>, peer: SocketAddr) -> Box<ConnInfo> {
     let header = |name: header::HeaderName| {
         req.headers()
             .get(name)
@@ -93,13 +93,13 @@ fn conn_info<B>(req: &Request<B>, peer: SocketAddr) -> ConnInfo {
         .filter(|p| !p.is_empty())
         .map(Box::from)
         .collect();
-    ConnInfo {
+    Box::new(ConnInfo {
         origin: header(header::ORIGIN),
         subprotocols,
         query: req.uri().query().map(Box::from),
         authorization: header(header::AUTHORIZATION),
         ..ConnInfo::new(peer, "ws")
-    }
+    })
 }
 
 /// Browsers always send `Origin`; other clients usually do not, and are allowed. A browser

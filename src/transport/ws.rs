@@ -37,7 +37,7 @@ pub(super) fn split(upgraded: Upgraded) -> Option<(OwnedReadHalf, Bytes, BoxWrit
 }
 
 /// Runs a client connection until it ends. The caller has completed the handshake.
-pub async fn serve(node: Arc<Node>, upgraded: Upgraded, wire: WireFormat, info: ConnInfo) {
+pub async fn serve(node: Arc<Node>, upgraded: Upgraded, wire: WireFormat, info: Box<ConnInfo>) {
     let peer = info.peer;
     let Some((read, early, mut write)) = split(upgraded) else {
         // The server in this crate only ever hands over TCP streams.
@@ -73,7 +73,7 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, wire: WireFormat, info: 
         .instrument(span.clone()),
     );
     let mut session = Session::new(Arc::clone(&node), Arc::clone(&conn), info);
-    session.welcome();
+    session.start();
     let frames = FrameReader::new(read, &early, limits.max_message_size);
     let reader = MessageReader::new(frames, limits.max_message_size);
     read_loop(&node, &conn, &mut session, reader)
