@@ -2,6 +2,9 @@
 //!
 //!     cargo run --example publish -- chat:lobby '{"text":"hi"}'
 //!
+//! One command: FCALL of `roomcast_publish` keeps the message in the channel's history (so
+//! reconnecting clients recover it) and returns its offset and epoch.
+//!
 //! REDIS_URL (default redis://127.0.0.1:6379) and ROOMCAST_REDIS__PREFIX (default roomcast,
 //! the node setting `redis.prefix`) apply.
 
@@ -20,11 +23,13 @@ async fn main() -> anyhow::Result<()> {
         .get_multiplexed_async_connection()
         .await?;
     let envelope = serde_json::json!({ "data": data });
-    let nodes: i64 = redis::cmd("PUBLISH")
+    let (offset, epoch): (u64, String) = redis::cmd("FCALL")
+        .arg("roomcast_publish")
+        .arg(1)
         .arg(format!("{prefix}:{channel}"))
         .arg(envelope.to_string())
         .query_async(&mut conn)
         .await?;
-    println!("delivered to {nodes} node(s)");
+    println!("published at offset {offset} of epoch {epoch}");
     Ok(())
 }

@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::channel::ChannelName;
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::CloseCode;
 use crate::wire::WireFormat;
@@ -71,6 +72,23 @@ struct Queue {
     frames: VecDeque<Outgoing>,
     bytes: usize,
     close: Option<CloseCode>,
+    /// Live messages of a channel whose history is being replayed to this connection,
+    /// kept back until the replay is queued. They count against the queue's bounds.
+    held: Option<Held>,
+}
+
+struct Held {
+    channel: ChannelName,
+    frames: Vec<(Option<u64>, Outgoing)>,
+    bytes: usize,
+}
+
+/// Where a fanned-out frame comes from: its channel, and its offset there when the
+/// channel keeps history. Lets the outbox hold a channel back during a replay.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub channel: &'a ChannelName,
+    pub offset: Option<u64>,
 }
 
 /// What the writer should do next.
@@ -100,19 +118,32 @@ impl Conn {
         }
     }
 
-    /// Queues a ready frame (a reply or control frame) for the writer. Never blocks.
+    /// Queues a ready frame (a reply, a control frame, a replayed message) for the writer.
+    /// Never blocks.
     pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
-        self.push_message(frame, 0)
+        self.push_message(frame, 0, None)
     }
 
     /// Queues the frame of a message published at `published_ms`. Never blocks. A push
-    /// that overflows the queue cuts the connection off as a slow consumer.
-    pub fn push_message(&self, frame: Bytes, published_ms: u64) -> Result<(), PushError> {
+    /// that overflows the queue cuts the connection off as a slow consumer. A message of a
+    /// held channel waits with the held ones.
+    pub fn push_message(
+        &self,
+        frame: Bytes,
+        published_ms: u64,
+        origin: Option<Origin<'_>>,
+    ) -> Result<(), PushError> {
         let mut q = self.state.lock();
         if q.close.is_some() {
             return Err(PushError::Closed);
         }
-        if q.frames.len() >= self.max_frames || q.bytes + frame.len() > self.max_bytes {
+        let (held_frames, held_bytes) = q
+            .held
+            .as_ref()
+            .map_or((0, 0), |h| (h.frames.len(), h.bytes));
+        if q.frames.len() + held_frames >= self.max_frames
+            || q.bytes + held_bytes + frame.len() > self.max_bytes
+        {
             drop(q);
             self.metrics.slow_consumers.inc();
             self.metrics.dropped(DropReason::SlowConsumer, 1);
@@ -120,15 +151,55 @@ impl Conn {
             self.abort(CloseCode::SlowConsumer);
             return Err(PushError::Overflowed);
         }
-        q.bytes += frame.len();
-        q.frames.push_back(Outgoing {
+        let outgoing = Outgoing {
             frame,
             published_ms,
-        });
+        };
+        if let (Some(held), Some(origin)) = (&mut q.held, origin)
+            && held.channel == *origin.channel
+        {
+            held.bytes += outgoing.frame.len();
+            held.frames.push((origin.offset, outgoing));
+            return Ok(());
+        }
+        q.bytes += outgoing.frame.len();
+        q.frames.push_back(outgoing);
         drop(q);
         self.metrics.queued_frames.inc();
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Holds back live messages of `channel` until [`Conn::release`]: one channel at a
+    /// time, which is all a session needs (it runs one command at a time).
+    pub fn hold(&self, channel: &ChannelName) {
+        self.state.lock().held = Some(Held {
+            channel: channel.clone(),
+            frames: Vec::new(),
+            bytes: 0,
+        });
+    }
+
+    /// Queues the held messages whose offset is past `after` (and those without an
+    /// offset), and stops holding. Those at or before `after` were replayed already, or
+    /// precede where the subscription starts.
+    pub fn release(&self, after: Option<u64>) {
+        let mut q = self.state.lock();
+        let Some(held) = q.held.take() else { return };
+        let mut queued = 0;
+        for (offset, outgoing) in held.frames {
+            if offset.is_some() && offset <= after {
+                continue;
+            }
+            q.bytes += outgoing.frame.len();
+            q.frames.push_back(outgoing);
+            queued += 1;
+        }
+        drop(q);
+        if queued > 0 {
+            self.metrics.queued_frames.add(queued);
+            self.wake.notify_one();
+        }
     }
 
     /// Asks for an orderly close: frames already queued are still written, then the close
@@ -151,11 +222,12 @@ impl Conn {
         if q.close.is_none() {
             q.close = Some(code);
         }
-        let dropped = q.frames.len();
+        let queued = q.frames.len();
+        let dropped = queued + q.held.take().map_or(0, |h| h.frames.len());
         q.frames.clear();
         q.bytes = 0;
         drop(q);
-        self.metrics.queued_frames.add(-(dropped as i64));
+        self.metrics.queued_frames.add(-(queued as i64));
         let reason = match code {
             CloseCode::SlowConsumer => DropReason::SlowConsumer,
             _ => DropReason::Closing,

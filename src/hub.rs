@@ -8,22 +8,31 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
+use crate::bus::StreamPosition;
 use crate::channel::ChannelName;
-use crate::conn::{Conn, ConnId, PushError};
+use crate::conn::{Conn, ConnId, Origin, PushError};
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::Push;
 use crate::wire::WireFormat;
 
 const SHARDS: usize = 64;
 
-type Subscribers = HashMap<ConnId, Arc<Conn>>;
+/// A channel's local subscribers, and where its history stands as far as this node has
+/// delivered it (what the node resumes from after a bus outage).
+#[derive(Default)]
+struct Channel {
+    subs: HashMap<ConnId, Arc<Conn>>,
+    /// Written on each positioned message under the shard's read lock, hence its own lock:
+    /// uncontended (one fan-out at a time per channel), never held across an `.await`.
+    last: Mutex<Option<StreamPosition>>,
+}
 
 pub struct Hub {
     /// Read-mostly: fan-out takes a read lock, (un)subscribe a write lock, briefly.
     /// Never held across an `.await`.
-    shards: Box<[RwLock<HashMap<ChannelName, Subscribers>>]>,
+    shards: Box<[RwLock<HashMap<ChannelName, Channel>>]>,
     hasher: std::collections::hash_map::RandomState,
     metrics: Arc<Metrics>,
 }
@@ -46,7 +55,7 @@ impl Hub {
         }
     }
 
-    fn shard(&self, channel: &ChannelName) -> &RwLock<HashMap<ChannelName, Subscribers>> {
+    fn shard(&self, channel: &ChannelName) -> &RwLock<HashMap<ChannelName, Channel>> {
         &self.shards[self.hasher.hash_one(channel) as usize % SHARDS]
     }
 
@@ -57,6 +66,7 @@ impl Hub {
         shard
             .entry(channel.clone())
             .or_default()
+            .subs
             .insert(conn.id, Arc::clone(conn));
         if first {
             self.metrics.channels.inc();
@@ -68,13 +78,13 @@ impl Hub {
     /// (the entry is then gone, so an idle channel costs nothing).
     pub fn remove(&self, channel: &ChannelName, conn: ConnId) -> bool {
         let mut shard = self.shard(channel).write();
-        let Some(subs) = shard.get_mut(channel) else {
+        let Some(entry) = shard.get_mut(channel) else {
             return false;
         };
-        if subs.remove(&conn).is_none() {
+        if entry.subs.remove(&conn).is_none() {
             return false;
         }
-        if subs.is_empty() {
+        if entry.subs.is_empty() {
             shard.remove(channel);
             self.metrics.channels.dec();
             return true;
@@ -86,7 +96,23 @@ impl Hub {
         self.shard(channel)
             .read()
             .get(channel)
-            .map_or(0, HashMap::len)
+            .map_or(0, |entry| entry.subs.len())
+    }
+
+    /// The position of the last message delivered on `channel` here, if it keeps history.
+    pub fn last_position(&self, channel: &ChannelName) -> Option<StreamPosition> {
+        let shard = self.shard(channel).read();
+        shard
+            .get(channel)
+            .and_then(|entry| entry.last.lock().clone())
+    }
+
+    /// Records that `channel` is at `position` here, unless it is already further on in
+    /// the same epoch (a subscriber's read may finish after newer messages went out).
+    pub fn note_position(&self, channel: &ChannelName, position: &StreamPosition) {
+        if let Some(entry) = self.shard(channel).read().get(channel) {
+            advance(&entry.last, position);
+        }
     }
 
     /// Every channel with at least one local subscriber.
@@ -103,18 +129,28 @@ impl Hub {
     /// `published_ms` (0 for none) feeds the publish-to-write latency.
     pub fn fan_out(&self, channel: &ChannelName, push: &Push<'_>, published_ms: u64) -> FanOut {
         let shard = self.shard(channel).read();
-        let Some(subs) = shard.get(channel) else {
+        let Some(entry) = shard.get(channel) else {
             return FanOut::default();
         };
+        let mut origin = None;
+        if let Push::Message { position, .. } = push {
+            if let Some(position) = position {
+                advance(&entry.last, position);
+            }
+            origin = Some(Origin {
+                channel,
+                offset: position.map(|p| p.offset),
+            });
+        }
         let frames: [OnceLock<Option<Bytes>>; WireFormat::COUNT] = Default::default();
         let mut out = FanOut::default();
-        for conn in subs.values() {
+        for conn in entry.subs.values() {
             let slot = &frames[conn.wire.index()];
             let Some(frame) = slot.get_or_init(|| self.encode(conn.wire, channel, push)) else {
                 continue;
             };
             out.frame_bytes = frame.len();
-            match conn.push_message(frame.clone(), published_ms) {
+            match conn.push_message(frame.clone(), published_ms, origin) {
                 Ok(()) => out.queued += 1,
                 Err(PushError::Overflowed) => {}
                 Err(PushError::Closed) => self.metrics.dropped(DropReason::Closing, 1),
@@ -123,7 +159,13 @@ impl Hub {
         out
     }
 
-    fn encode(&self, wire: WireFormat, channel: &ChannelName, push: &Push<'_>) -> Option<Bytes> {
+    /// Encodes a push for one wire format; a failure is counted and logged, not fatal.
+    pub fn encode(
+        &self,
+        wire: WireFormat,
+        channel: &ChannelName,
+        push: &Push<'_>,
+    ) -> Option<Bytes> {
         match wire.push(push) {
             Ok(frame) => Some(frame),
             Err(error) => {
@@ -133,6 +175,17 @@ impl Hub {
                 None
             }
         }
+    }
+}
+
+fn advance(last: &Mutex<Option<StreamPosition>>, position: &StreamPosition) {
+    let mut last = last.lock();
+    let behind = match &*last {
+        Some(at) => at.epoch != position.epoch || at.offset < position.offset,
+        None => true,
+    };
+    if behind {
+        *last = Some(position.clone());
     }
 }
 
@@ -179,6 +232,7 @@ mod tests {
         let push = Push::Message {
             channel: &ch,
             data: b"1",
+            position: None,
         };
         assert_eq!(hub.fan_out(&ch, &push, 0).queued, 4);
         assert_eq!(hub.fan_out(&ch, &push, 0).queued, 3);

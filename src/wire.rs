@@ -85,6 +85,7 @@ mod tests {
         let push = Push::Message {
             channel: &channel,
             data: b"1",
+            position: None,
         };
         let json = WireFormat::websocket(Codec::Json).push(&push).unwrap();
         assert_eq!(json[0], 0x81);

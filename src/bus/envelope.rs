@@ -1,11 +1,17 @@
 //! The envelope of a message on Redis, version 1. Two encodings of the same fields:
 //! JSON, for backends and `redis-cli`, and MessagePack, which nodes write. A reader tells
 //! them apart by the first byte (`{` or whitespace for JSON, a map marker for MessagePack).
+//! On channels with history, `roomcast_publish` wraps the envelope it was given with its
+//! position (`{v, o: offset, ep: epoch, e: envelope}`, MessagePack).
 //! Spec: `proto/PROTOCOL.md`, section "Publishing from a backend".
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+use super::StreamPosition;
 
 /// Current envelope version. A reader rejects versions it does not know.
 pub const VERSION: u32 = 1;
@@ -26,6 +32,8 @@ pub struct Envelope {
     pub ts: Option<u64>,
     /// The node a client published through, when one did.
     pub node: Option<String>,
+    /// Where the message stands in its channel's history, when the channel keeps one.
+    pub position: Option<StreamPosition>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +52,8 @@ pub enum EnvelopeError {
     DataNotJson,
     #[error("`{0}` is longer than 256 bytes")]
     TooLong(&'static str),
+    #[error("a positioned envelope needs `o`, `ep` and an envelope `e` that is not positioned")]
+    BadPosition,
 }
 
 #[derive(Deserialize)]
@@ -71,8 +81,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 #[derive(Serialize, Deserialize)]
 struct PackedWire {
     v: u32,
-    #[serde(with = "serde_bytes")]
-    d: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    d: Option<serde_bytes::ByteBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +91,13 @@ struct PackedWire {
     ts: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     n: Option<String>,
+    /// The positioned form: offset, epoch, and the envelope as published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    o: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ep: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    e: Option<serde_bytes::ByteBuf>,
 }
 
 impl Envelope {
@@ -113,6 +130,7 @@ impl Envelope {
             traceparent: wire.traceparent,
             ts: wire.ts,
             node: wire.node,
+            position: None,
         })
     }
 
@@ -121,29 +139,56 @@ impl Envelope {
         if wire.v != VERSION {
             return Err(EnvelopeError::Version(wire.v));
         }
+        if let Some(inner) = wire.e {
+            return Self::decode_positioned(&inner, wire.o, wire.ep);
+        }
+        let data = wire.d.ok_or(EnvelopeError::NoData)?.into_vec();
         // Nodes write valid JSON here; anything else was written by something else, and
         // checking it once per node is the price of never re-parsing it per subscriber.
-        if serde_json::from_slice::<serde::de::IgnoredAny>(&wire.d).is_err() {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_err() {
             return Err(EnvelopeError::DataNotJson);
         }
         Ok(Self {
-            data: Bytes::from(wire.d),
+            data: Bytes::from(data),
             id: wire.id,
             traceparent: wire.tp,
             ts: wire.ts,
             node: wire.n,
+            position: None,
         })
+    }
+
+    fn decode_positioned(
+        inner: &[u8],
+        offset: Option<u64>,
+        epoch: Option<String>,
+    ) -> Result<Self, EnvelopeError> {
+        let (Some(offset), Some(epoch)) = (offset, epoch) else {
+            return Err(EnvelopeError::BadPosition);
+        };
+        let mut envelope = Self::decode(inner)?;
+        if envelope.position.is_some() || epoch.is_empty() || epoch.len() > MAX_META_LEN {
+            return Err(EnvelopeError::BadPosition);
+        }
+        envelope.position = Some(StreamPosition {
+            offset,
+            epoch: Arc::from(epoch),
+        });
+        Ok(envelope)
     }
 
     /// The MessagePack form nodes publish.
     pub fn encode(&self) -> Vec<u8> {
         let wire = PackedWire {
             v: VERSION,
-            d: self.data.to_vec(),
+            d: Some(serde_bytes::ByteBuf::from(self.data.to_vec())),
             id: self.id.clone(),
             tp: self.traceparent.clone(),
             ts: self.ts,
             n: self.node.clone(),
+            o: None,
+            ep: None,
+            e: None,
         };
         // Serialising a plain struct into a Vec cannot fail.
         rmp_serde::to_vec_named(&wire).unwrap_or_default()
@@ -181,6 +226,7 @@ mod tests {
             traceparent: None,
             ts: Some(42),
             node: Some("a".into()),
+            position: None,
         };
         assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
     }
@@ -204,7 +250,36 @@ mod tests {
         }
         .encode();
         assert!(matches!(err(&bad), DataNotJson));
-        bad[0] = 0x81;
-        assert!(matches!(err(&bad), Msgpack(_)));
+        bad[0] = 0x81; // a map of one entry: `v` alone
+        assert!(matches!(err(&bad), NoData));
+        assert!(matches!(err(b"\x81\xa1v"), Msgpack(_)), "truncated");
+    }
+
+    /// What `roomcast_publish` (Lua's cmsgpack) writes: the envelope as a MessagePack str.
+    #[test]
+    fn positioned_wraps_either_form() {
+        for inner in [
+            br#"{"data":{"t":1},"id":"x"}"#.to_vec(),
+            Envelope {
+                data: Bytes::from_static(b"[1]"),
+                ..Default::default()
+            }
+            .encode(),
+        ] {
+            let mut buf = Vec::new();
+            rmp::encode::write_map_len(&mut buf, 4).unwrap();
+            rmp::encode::write_str(&mut buf, "v").unwrap();
+            rmp::encode::write_uint(&mut buf, 1).unwrap();
+            rmp::encode::write_str(&mut buf, "o").unwrap();
+            rmp::encode::write_uint(&mut buf, 7).unwrap();
+            rmp::encode::write_str(&mut buf, "ep").unwrap();
+            rmp::encode::write_str(&mut buf, "abc").unwrap();
+            rmp::encode::write_str(&mut buf, "e").unwrap();
+            rmp::encode::write_str_len(&mut buf, inner.len() as u32).unwrap();
+            buf.extend_from_slice(&inner);
+            let e = Envelope::decode(&buf).unwrap();
+            let position = e.position.unwrap();
+            assert_eq!((position.offset, &*position.epoch), (7, "abc"));
+        }
     }
 }

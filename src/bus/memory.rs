@@ -1,10 +1,12 @@
-//! The embedded bus for a single node: a publish is reported straight back to this node.
+//! The embedded bus for a single node: a publish is reported straight back to this node,
+//! and channels with history keep it in this process.
 
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 
 use super::envelope::Envelope;
+use super::history::{History, HistoryPolicy, MemoryHistory, Page, Query};
 use super::{Bus, BusError, BusEvents, Published};
 use crate::channel::ChannelName;
 use crate::metrics::Metrics;
@@ -13,12 +15,21 @@ pub struct MemoryBus {
     /// The node; weak because the node owns the bus.
     events: Weak<dyn BusEvents>,
     metrics: Arc<Metrics>,
+    history: MemoryHistory,
+    /// Appending and reporting happen under this lock, so the node hears a channel's
+    /// messages in offset order even when two clients publish at once.
+    order: parking_lot::Mutex<()>,
 }
 
 impl MemoryBus {
     pub fn new(events: Weak<dyn BusEvents>, metrics: Arc<Metrics>) -> Self {
         metrics.bus_connected.set(1);
-        Self { events, metrics }
+        Self {
+            events,
+            metrics,
+            history: MemoryHistory::default(),
+            order: parking_lot::Mutex::new(()),
+        }
     }
 }
 
@@ -27,12 +38,20 @@ impl Bus for MemoryBus {
     async fn publish(
         &self,
         channel: &ChannelName,
-        envelope: Envelope,
+        mut envelope: Envelope,
+        history: Option<&HistoryPolicy>,
     ) -> Result<Published, BusError> {
         let events = self.events.upgrade().ok_or(BusError::NotConnected)?;
+        let _ordered = self.order.lock();
+        if let Some(policy) = history {
+            envelope.position = Some(self.history.append(channel, policy, &envelope));
+        }
+        let published = Published {
+            position: envelope.position.clone(),
+        };
         self.metrics.messages_received.inc();
         events.message(channel.clone(), envelope);
-        Ok(Published::default())
+        Ok(published)
     }
 
     async fn subscribe(&self, _: &ChannelName) -> Result<(), BusError> {
@@ -45,5 +64,18 @@ impl Bus for MemoryBus {
 
     fn is_ready(&self) -> bool {
         true
+    }
+}
+
+#[async_trait]
+impl History for MemoryBus {
+    async fn read(
+        &self,
+        channel: &ChannelName,
+        policy: &HistoryPolicy,
+        query: Query,
+        limit: usize,
+    ) -> Result<Page, BusError> {
+        self.history.read(channel, policy, query, limit).await
     }
 }

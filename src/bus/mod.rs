@@ -16,6 +16,7 @@
 //!   what clients are told.
 
 pub mod envelope;
+pub mod history;
 pub mod memory;
 pub mod probe;
 pub mod redis;
@@ -27,6 +28,7 @@ use async_trait::async_trait;
 
 use crate::channel::ChannelName;
 use envelope::Envelope;
+use history::HistoryPolicy;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
@@ -39,6 +41,9 @@ pub enum BusError {
     /// The link went away before the command was answered.
     #[error("the bus link was lost before the command was answered")]
     LinkLost,
+    /// Redis answered something a roomcast function never returns.
+    #[error("unexpected reply from {0}")]
+    Malformed(&'static str),
 }
 
 impl From<::redis::RedisError> for BusError {
@@ -49,7 +54,7 @@ impl From<::redis::RedisError> for BusError {
 
 /// Where a published message stands in its channel's history: a strictly increasing
 /// offset within an epoch (the epoch changes when the history was lost).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StreamPosition {
     pub offset: u64,
     pub epoch: Arc<str>,
@@ -64,10 +69,13 @@ pub struct Published {
 
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
+    /// Publishes; with a history policy, appends to the channel's history in the same
+    /// step and returns the message's position.
     async fn publish(
         &self,
         channel: &ChannelName,
         envelope: Envelope,
+        history: Option<&HistoryPolicy>,
     ) -> Result<Published, BusError>;
     async fn subscribe(&self, channel: &ChannelName) -> Result<(), BusError>;
     async fn unsubscribe(&self, channel: &ChannelName) -> Result<(), BusError>;

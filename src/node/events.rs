@@ -1,6 +1,6 @@
 //! What the node does with what the bus reports: drop repeated ids, fan messages out to
-//! local subscribers (one span per message and node, never per subscriber), and tell
-//! clients about gaps. Recovery from history will decide here too.
+//! local subscribers (one span per message and node, never per subscriber), and after an
+//! outage, recover channels with history or tell clients `gap` on the others.
 
 use crate::bus::BusEvents;
 use crate::bus::envelope::Envelope;
@@ -18,6 +18,32 @@ impl BusEvents for Node {
             self.metrics.dropped(DropReason::Duplicate, 1);
             return;
         }
+        if self.held_for_recovery(&channel, &envelope) {
+            return;
+        }
+        self.fan_out_message(&channel, &envelope);
+    }
+
+    fn link_lost(&self) {
+        tracing::debug!("bus link lost; channels recover or get `gap` once it is back");
+    }
+
+    /// Channels with history are recovered from the position this node last delivered;
+    /// the others, and those it never delivered on, are told `gap`.
+    fn link_back(&self, channels: &[ChannelName]) {
+        for channel in channels {
+            let last = self.hub.last_position(channel);
+            match (self.history_policy(channel), last) {
+                (Some(policy), Some(last)) => self.recover_channel(channel.clone(), policy, last),
+                _ => self.gap(channel),
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Fans a message out to this node's subscribers of `channel`.
+    pub(super) fn fan_out_message(&self, channel: &ChannelName, envelope: &Envelope) {
         // It continues the trace the message carries, so a publish and every node's
         // fan-out form one trace.
         let span = tracing::info_span!(
@@ -31,24 +57,19 @@ impl BusEvents for Node {
         }
         let _entered = span.enter();
         let push = Push::Message {
-            channel: &channel,
+            channel,
             data: &envelope.data,
+            position: envelope.position.as_ref(),
         };
-        let out = self.hub.fan_out(&channel, &push, envelope.ts.unwrap_or(0));
+        let out = self.hub.fan_out(channel, &push, envelope.ts.unwrap_or(0));
         self.metrics.messages_delivered.add(out.queued as u64);
         span.record("subscribers", out.queued);
         span.record("bytes", out.frame_bytes);
     }
 
-    fn link_lost(&self) {
-        tracing::debug!("bus link lost; clients are told `gap` once it is back");
-    }
-
-    /// Whatever was published while the link was down is lost to these channels.
-    fn link_back(&self, channels: &[ChannelName]) {
-        for channel in channels {
-            self.hub.fan_out(channel, &Push::Gap { channel }, 0);
-            self.metrics.bus_gap_notices.inc();
-        }
+    /// Tells the channel's subscribers here that messages may have been lost.
+    pub(super) fn gap(&self, channel: &ChannelName) {
+        self.hub.fan_out(channel, &Push::Gap { channel }, 0);
+        self.metrics.bus_gap_notices.inc();
     }
 }

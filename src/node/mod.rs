@@ -6,10 +6,11 @@
 mod dedupe;
 mod drain;
 mod events;
+mod recovery;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -19,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::bus::envelope::Envelope;
+use crate::bus::history::{History, HistoryPolicy, Page, Query};
 use crate::bus::memory::MemoryBus;
 use crate::bus::redis::RedisBus;
 use crate::bus::{Bus, BusError, BusEvents, Published};
@@ -48,6 +50,10 @@ pub struct Node {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     bus: Arc<dyn Bus>,
+    /// The same bus, as the keeper of channel history.
+    history: Arc<dyn History>,
+    /// This node, for tasks it spawns on its own behalf (recovery after an outage).
+    me: Weak<Node>,
     conns: Mutex<HashMap<ConnId, Arc<Conn>>>,
     /// Serialises a channel's first-subscriber/last-subscriber transitions with the bus
     /// call they cause, so a subscribe can never overtake the unsubscribe before it.
@@ -56,6 +62,11 @@ pub struct Node {
     lock_hasher: std::collections::hash_map::RandomState,
     /// Ids of recent messages that carried one, to drop a backend's retried publish.
     recent_ids: dedupe::RecentIds,
+    /// Channels whose missed messages the node is reading back after a bus outage, with
+    /// the live messages that arrived meanwhile; `recovering_count` lets the hot path skip
+    /// the lock while there are none.
+    recovering: Mutex<HashMap<ChannelName, Vec<Envelope>>>,
+    recovering_count: AtomicUsize,
     draining: AtomicBool,
     /// Cancelled when the node starts shutting down.
     pub shutdown: CancellationToken,
@@ -86,17 +97,24 @@ impl Node {
             let tasks = TaskTracker::new();
             let bus_stop = CancellationToken::new();
             let events: Weak<dyn BusEvents> = me.clone();
-            let bus: Arc<dyn Bus> = match plan {
-                BusPlan::Memory => Arc::new(MemoryBus::new(events, Arc::clone(&metrics))),
-                BusPlan::Redis(client) => Arc::new(RedisBus::start(
-                    *client,
-                    settings.redis.clone(),
-                    &id,
-                    events,
-                    Arc::clone(&metrics),
-                    &tasks,
-                    bus_stop.clone(),
-                )),
+            let (bus, history): (Arc<dyn Bus>, Arc<dyn History>) = match plan {
+                BusPlan::Memory => {
+                    let bus = Arc::new(MemoryBus::new(events, Arc::clone(&metrics)));
+                    (bus.clone(), bus)
+                }
+                BusPlan::Redis(client) => {
+                    let bus = Arc::new(RedisBus::start(
+                        *client,
+                        settings.redis.clone(),
+                        settings.keeps_history(),
+                        &id,
+                        events,
+                        Arc::clone(&metrics),
+                        &tasks,
+                        bus_stop.clone(),
+                    ));
+                    (bus.clone(), bus)
+                }
             };
             Self {
                 id,
@@ -104,12 +122,16 @@ impl Node {
                 settings: Arc::new(settings),
                 metrics,
                 bus,
+                history,
+                me: me.clone(),
                 conns: Mutex::new(HashMap::new()),
                 channel_locks: (0..CHANNEL_LOCKS)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
                 lock_hasher: Default::default(),
                 recent_ids: dedupe::RecentIds::default(),
+                recovering: Mutex::new(HashMap::new()),
+                recovering_count: AtomicUsize::new(0),
                 draining: AtomicBool::new(false),
                 shutdown: CancellationToken::new(),
                 bus_stop,
@@ -146,7 +168,7 @@ impl Node {
 
     /// Adds a local subscriber; the channel's first one subscribes the node on the bus,
     /// and if the bus refuses, the subscriber is removed again.
-    pub async fn subscribe(
+    async fn add_subscriber(
         &self,
         channel: &ChannelName,
         conn: &Arc<Conn>,
@@ -176,7 +198,26 @@ impl Node {
         self.metrics.subscriptions.dec();
     }
 
-    /// Publishes cluster-wide (this node included) through the bus.
+    /// The history policy of a channel's namespace, when it keeps history.
+    pub fn history_policy(&self, channel: &ChannelName) -> Option<HistoryPolicy> {
+        self.settings
+            .namespace(channel.namespace())
+            .and_then(|policy| policy.history())
+    }
+
+    /// Reads a channel's history.
+    pub async fn history(
+        &self,
+        channel: &ChannelName,
+        policy: &HistoryPolicy,
+        query: Query,
+        limit: usize,
+    ) -> Result<Page, NodeError> {
+        Ok(self.history.read(channel, policy, query, limit).await?)
+    }
+
+    /// Publishes cluster-wide (this node included) through the bus, into the channel's
+    /// history where it keeps one.
     pub async fn publish(
         &self,
         channel: &ChannelName,
@@ -191,7 +232,12 @@ impl Node {
             traceparent: crate::telemetry::traceparent(&span),
             ..Envelope::default()
         };
-        let published = self.bus.publish(channel, envelope).instrument(span).await?;
+        let history = self.history_policy(channel);
+        let published = self
+            .bus
+            .publish(channel, envelope, history.as_ref())
+            .instrument(span)
+            .await?;
         self.metrics.messages_published.inc();
         Ok(published)
     }

@@ -3,12 +3,12 @@
 //! [`Command`].
 
 use bytes::Bytes;
+use serde::Deserialize;
 
-use super::{Command, ErrorCode, MAX_ID, Rejection};
+use super::{Command, ErrorCode, MAX_ID, Recover, Rejection};
 use crate::channel::ChannelName;
 
-/// Fields read from a client message before validation; shared by both codecs so that
-/// both give the very same errors for the very same mistakes.
+/// Fields read from a client message before validation.
 #[derive(Debug, Default)]
 pub(super) struct Fields {
     pub(super) id: Option<Field<u64>>,
@@ -16,6 +16,17 @@ pub(super) struct Fields {
     pub(super) channel: Option<Field<String>>,
     /// The payload as JSON text, already validated by the codec.
     pub(super) data: Option<Bytes>,
+    pub(super) recover: Option<Field<RecoverWire>>,
+    pub(super) since: Option<Field<u64>>,
+    pub(super) before: Option<Field<u64>>,
+    pub(super) limit: Option<Field<u64>>,
+}
+
+/// `recover` as sent: the position a client got to.
+#[derive(Debug, Deserialize)]
+pub(super) struct RecoverWire {
+    offset: u64,
+    epoch: String,
 }
 
 /// A field that was present, and either had the expected type or not.
@@ -25,51 +36,34 @@ pub(super) enum Field<T> {
     WrongType,
 }
 
+/// Longest epoch a client may send back: longer ones were never handed out.
+const MAX_EPOCH_LEN: usize = 64;
+
 impl Fields {
     pub(super) fn into_command(self) -> Result<Command, Rejection> {
-        let id = match self.id {
-            Some(Field::Ok(id)) if id <= MAX_ID => id,
-            Some(_) => {
-                return Err(Rejection::new(
-                    None,
-                    ErrorCode::BadRequest,
-                    "`id` must be an integer from 0 to 2^53-1",
-                ));
-            }
-            None => {
-                return Err(Rejection::new(
-                    None,
-                    ErrorCode::BadRequest,
-                    "`id` is missing",
-                ));
-            }
-        };
+        let id = self.id()?;
         let bad = |msg: &str| Rejection::new(Some(id), ErrorCode::BadRequest, msg);
-        let op = match self.op {
-            Some(Field::Ok(op)) => op,
+        let op = match &self.op {
+            Some(Field::Ok(op)) => op.as_str(),
             Some(Field::WrongType) => return Err(bad("`op` must be a string")),
             None => return Err(bad("`op` is missing")),
         };
-        let channel = || match &self.channel {
-            Some(Field::Ok(raw)) => ChannelName::parse(raw)
-                .map_err(|e| Rejection::new(Some(id), ErrorCode::BadChannel, e.to_string())),
-            Some(Field::WrongType) => Err(bad("`channel` must be a string")),
-            None => Err(bad("`channel` is missing")),
-        };
-        match op.as_str() {
+        match op {
             "subscribe" => Ok(Command::Subscribe {
                 id,
-                channel: channel()?,
+                channel: self.channel(id)?,
+                recover: self.recover(id)?,
             }),
             "unsubscribe" => Ok(Command::Unsubscribe {
                 id,
-                channel: channel()?,
+                channel: self.channel(id)?,
             }),
             "publish" => {
-                let channel = channel()?;
+                let channel = self.channel(id)?;
                 let data = self.data.clone().ok_or_else(|| bad("`data` is missing"))?;
                 Ok(Command::Publish { id, channel, data })
             }
+            "history" => self.history(id),
             "ping" => Ok(Command::Ping { id }),
             other => Err(Rejection::new(
                 Some(id),
@@ -77,6 +71,74 @@ impl Fields {
                 format!("unknown op {:?}", truncate(other, 32)),
             )),
         }
+    }
+
+    fn id(&self) -> Result<u64, Rejection> {
+        let message = match self.id {
+            Some(Field::Ok(id)) if id <= MAX_ID => return Ok(id),
+            Some(_) => "`id` must be an integer from 0 to 2^53-1",
+            None => "`id` is missing",
+        };
+        Err(Rejection::new(None, ErrorCode::BadRequest, message))
+    }
+
+    fn channel(&self, id: u64) -> Result<ChannelName, Rejection> {
+        let bad = |msg: &str| Rejection::new(Some(id), ErrorCode::BadRequest, msg);
+        match &self.channel {
+            Some(Field::Ok(raw)) => ChannelName::parse(raw)
+                .map_err(|e| Rejection::new(Some(id), ErrorCode::BadChannel, e.to_string())),
+            Some(Field::WrongType) => Err(bad("`channel` must be a string")),
+            None => Err(bad("`channel` is missing")),
+        }
+    }
+
+    fn recover(&self, id: u64) -> Result<Option<Recover>, Rejection> {
+        match &self.recover {
+            None => Ok(None),
+            Some(Field::Ok(r)) if !r.epoch.is_empty() && r.epoch.len() <= MAX_EPOCH_LEN => {
+                Ok(Some(Recover {
+                    offset: r.offset,
+                    epoch: r.epoch.clone(),
+                }))
+            }
+            Some(_) => Err(Rejection::new(
+                Some(id),
+                ErrorCode::BadRequest,
+                "`recover` must be {\"offset\": integer, \"epoch\": string of 1 to 64 bytes}",
+            )),
+        }
+    }
+
+    fn history(&self, id: u64) -> Result<Command, Rejection> {
+        let channel = self.channel(id)?;
+        let since = optional_u64(&self.since, "since", id)?;
+        let before = optional_u64(&self.before, "before", id)?;
+        if since.is_some() && before.is_some() {
+            return Err(Rejection::new(
+                Some(id),
+                ErrorCode::BadRequest,
+                "give `since` or `before`, not both",
+            ));
+        }
+        Ok(Command::History {
+            id,
+            channel,
+            since,
+            before,
+            limit: optional_u64(&self.limit, "limit", id)?,
+        })
+    }
+}
+
+fn optional_u64(field: &Option<Field<u64>>, name: &str, id: u64) -> Result<Option<u64>, Rejection> {
+    match field {
+        None => Ok(None),
+        Some(Field::Ok(n)) => Ok(Some(*n)),
+        Some(Field::WrongType) => Err(Rejection::new(
+            Some(id),
+            ErrorCode::BadRequest,
+            format!("`{name}` must be a non-negative integer"),
+        )),
     }
 }
 

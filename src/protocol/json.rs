@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 
 use super::fields::{Field, Fields};
 use super::{ErrorCode, Rejection, ServerMsg};
+use crate::bus::StreamPosition;
 use crate::channel::ChannelName;
 
 /// Every field borrowed as raw JSON, so that a wrong type never hides the `id`:
@@ -21,6 +22,14 @@ struct Wire<'a> {
     /// `null` is valid data, so presence is tracked apart from the value.
     #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    recover: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    before: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    limit: Option<&'a RawValue>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -50,6 +59,10 @@ pub(super) fn decode(payload: &[u8]) -> Result<Fields, Rejection> {
         data: wire
             .data
             .map(|raw| Bytes::copy_from_slice(raw.get().as_bytes())),
+        recover: wire.recover.map(typed),
+        since: wire.since.map(typed),
+        before: wire.before.map(typed),
+        limit: wire.limit.map(typed),
     })
 }
 
@@ -64,14 +77,26 @@ pub(super) fn encode(msg: &ServerMsg<'_>) -> Vec<u8> {
 
 /// `{"op":"message","channel":…,"data":…}` with `data` spliced in verbatim: it was
 /// validated when it entered the node, so it is never parsed again on the fan-out path.
-pub(super) fn encode_message(channel: &ChannelName, data: &[u8]) -> Vec<u8> {
+/// On channels with history, `"offset":…,"epoch":…` follow.
+pub(super) fn encode_message(
+    channel: &ChannelName,
+    data: &[u8],
+    position: Option<&StreamPosition>,
+) -> Vec<u8> {
     let channel = channel.as_str();
-    let mut out = Vec::with_capacity(40 + channel.len() + data.len());
+    let mut out = Vec::with_capacity(80 + channel.len() + data.len());
     out.extend_from_slice(br#"{"op":"message","channel":""#);
     // Channel names are restricted to characters that need no JSON escaping.
     out.extend_from_slice(channel.as_bytes());
     out.extend_from_slice(br#"","data":"#);
     out.extend_from_slice(data);
+    if let Some(position) = position {
+        out.extend_from_slice(br#","offset":"#);
+        out.extend_from_slice(position.offset.to_string().as_bytes());
+        out.extend_from_slice(br#","epoch":"#);
+        // Epochs come from Redis: escaped like any string, never trusted to need none.
+        let _ = serde_json::to_writer(&mut out, &*position.epoch);
+    }
     out.push(b'}');
     out
 }

@@ -10,6 +10,7 @@ mod msgpack;
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::bus::StreamPosition;
 use crate::channel::ChannelName;
 
 pub use codes::{CloseCode, ErrorCode};
@@ -85,12 +86,22 @@ impl Codec {
     /// JSON and transcoded for MessagePack, once per node and codec, never per subscriber.
     pub fn encode_push(self, push: &Push<'_>) -> Result<Vec<u8>, DataError> {
         match (self, push) {
-            (Codec::Json, Push::Message { channel, data }) => {
-                Ok(json::encode_message(channel, data))
-            }
-            (Codec::Msgpack, Push::Message { channel, data }) => {
-                msgpack::encode_message(channel, data)
-            }
+            (
+                Codec::Json,
+                Push::Message {
+                    channel,
+                    data,
+                    position,
+                },
+            ) => Ok(json::encode_message(channel, data, *position)),
+            (
+                Codec::Msgpack,
+                Push::Message {
+                    channel,
+                    data,
+                    position,
+                },
+            ) => msgpack::encode_message(channel, data, *position),
             (_, Push::Gap { channel }) => Ok(self.encode(&ServerMsg::Gap {
                 channel: channel.as_str(),
             })),
@@ -101,10 +112,12 @@ impl Codec {
 /// A push that goes to every local subscriber of a channel, encoded once per wire format.
 #[derive(Debug, Clone, Copy)]
 pub enum Push<'a> {
-    /// A published message; `data` is its JSON text.
+    /// A published message; `data` is its JSON text; `position` where the channel keeps
+    /// history.
     Message {
         channel: &'a ChannelName,
         data: &'a [u8],
+        position: Option<&'a StreamPosition>,
     },
     /// Messages of the channel may have been lost.
     Gap { channel: &'a ChannelName },
@@ -113,9 +126,11 @@ pub enum Push<'a> {
 /// A validated client command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
+    /// With `recover`, the messages missed since that position come first.
     Subscribe {
         id: u64,
         channel: ChannelName,
+        recover: Option<Recover>,
     },
     Unsubscribe {
         id: u64,
@@ -127,9 +142,25 @@ pub enum Command {
         channel: ChannelName,
         data: Bytes,
     },
+    /// At most `limit` messages of the channel's history: after `since`, before `before`,
+    /// or the newest.
+    History {
+        id: u64,
+        channel: ChannelName,
+        since: Option<u64>,
+        before: Option<u64>,
+        limit: Option<u64>,
+    },
     Ping {
         id: u64,
     },
+}
+
+/// The position a client got to on a channel, sent back to recover what it missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recover {
+    pub offset: u64,
+    pub epoch: String,
 }
 
 impl Command {
@@ -138,6 +169,7 @@ impl Command {
             Command::Subscribe { id, .. }
             | Command::Unsubscribe { id, .. }
             | Command::Publish { id, .. }
+            | Command::History { id, .. }
             | Command::Ping { id } => *id,
         }
     }
@@ -189,12 +221,44 @@ pub enum ServerMsg<'a> {
     Gap { channel: &'a str },
 }
 
-/// What a successful reply carries besides its id, as fields of the `ok` object. Every op
-/// of protocol v1 so far answers with the id alone; ops that return data (history,
-/// presence, a subscription's position) add a variant here and nothing else changes.
+/// What a successful reply carries besides its id, as fields of the `ok` object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
-pub enum ReplyData {}
+pub enum ReplyData {
+    /// A channel's position: where a subscription starts, or where a publish landed.
+    /// `recovered` answers a subscribe that asked to recover.
+    Position {
+        offset: u64,
+        epoch: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+    },
+    /// A page of history, oldest first, and the channel's position.
+    History {
+        offset: u64,
+        epoch: String,
+        messages: Vec<HistoryItem>,
+    },
+}
+
+/// One message in a `history` reply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryItem {
+    pub offset: u64,
+    pub data: JsonText,
+}
+
+/// Validated JSON text, written into any codec as the value it holds: re-serialised for
+/// JSON, transcoded for MessagePack. Replies are per client; fan-out never goes this way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonText(pub Bytes);
+
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut de = serde_json::Deserializer::from_slice(&self.0);
+        serde_transcode::transcode(&mut de, serializer)
+    }
+}
 
 impl<'a> From<&'a Rejection> for ServerMsg<'a> {
     fn from(r: &'a Rejection) -> Self {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::fields::{Field, Fields};
 use super::{DataError, ErrorCode, Rejection, ServerMsg};
+use crate::bus::StreamPosition;
 use crate::channel::ChannelName;
 
 #[derive(Deserialize)]
@@ -18,6 +19,14 @@ struct Wire {
     channel: Option<rmpv::Value>,
     #[serde(default, deserialize_with = "present")]
     data: Option<rmpv::Value>,
+    #[serde(default)]
+    recover: Option<rmpv::Value>,
+    #[serde(default)]
+    since: Option<rmpv::Value>,
+    #[serde(default)]
+    before: Option<rmpv::Value>,
+    #[serde(default)]
+    limit: Option<rmpv::Value>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<rmpv::Value>, D::Error> {
@@ -40,9 +49,8 @@ pub(super) fn decode(payload: &[u8]) -> Result<Fields, Rejection> {
             format!("not a MessagePack map: {e}"),
         )
     })?;
-    let id = wire
-        .id
-        .map(|v| v.as_u64().map_or(Field::WrongType, Field::Ok));
+    let uint = |v: rmpv::Value| v.as_u64().map_or(Field::WrongType, Field::Ok);
+    let id = wire.id.map(uint);
     let string = |v: rmpv::Value| match v {
         rmpv::Value::String(s) => s.into_str().map_or(Field::WrongType, Field::Ok),
         _ => Field::WrongType,
@@ -62,6 +70,12 @@ pub(super) fn decode(payload: &[u8]) -> Result<Fields, Rejection> {
         op: wire.op.map(string),
         channel: wire.channel.map(string),
         data,
+        recover: wire
+            .recover
+            .map(|v| rmpv::ext::from_value(v).map_or(Field::WrongType, Field::Ok)),
+        since: wire.since.map(uint),
+        before: wire.before.map(uint),
+        limit: wire.limit.map(uint),
     })
 }
 
@@ -76,11 +90,17 @@ pub(super) fn encode(msg: &ServerMsg<'_>) -> Vec<u8> {
     rmp_serde::to_vec_named(msg).unwrap_or_default()
 }
 
-/// The `message` push: a 3-entry map whose `data` is transcoded from the JSON payload.
-pub(super) fn encode_message(channel: &ChannelName, data: &[u8]) -> Result<Vec<u8>, DataError> {
-    let mut out = Vec::with_capacity(32 + channel.as_str().len() + data.len());
+/// The `message` push: a map whose `data` is transcoded from the JSON payload, with
+/// `offset` and `epoch` on channels with history.
+pub(super) fn encode_message(
+    channel: &ChannelName,
+    data: &[u8],
+    position: Option<&StreamPosition>,
+) -> Result<Vec<u8>, DataError> {
+    let mut out = Vec::with_capacity(48 + channel.as_str().len() + data.len());
     let bad = |e: Box<dyn std::error::Error + Send + Sync>| DataError::NotMsgpack(e);
-    rmp::encode::write_map_len(&mut out, 3).map_err(|e| bad(e.into()))?;
+    let entries = if position.is_some() { 5 } else { 3 };
+    rmp::encode::write_map_len(&mut out, entries).map_err(|e| bad(e.into()))?;
     for (key, value) in [("op", "message"), ("channel", channel.as_str())] {
         rmp::encode::write_str(&mut out, key).map_err(|e| bad(e.into()))?;
         rmp::encode::write_str(&mut out, value).map_err(|e| bad(e.into()))?;
@@ -89,5 +109,11 @@ pub(super) fn encode_message(channel: &ChannelName, data: &[u8]) -> Result<Vec<u
     let mut de = serde_json::Deserializer::from_slice(data);
     let mut ser = rmp_serde::Serializer::new(&mut out);
     serde_transcode::transcode(&mut de, &mut ser).map_err(|e| bad(e.into()))?;
+    if let Some(position) = position {
+        rmp::encode::write_str(&mut out, "offset").map_err(|e| bad(e.into()))?;
+        rmp::encode::write_uint(&mut out, position.offset).map_err(|e| bad(e.into()))?;
+        rmp::encode::write_str(&mut out, "epoch").map_err(|e| bad(e.into()))?;
+        rmp::encode::write_str(&mut out, &position.epoch).map_err(|e| bad(e.into()))?;
+    }
     Ok(out)
 }

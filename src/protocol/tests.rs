@@ -18,7 +18,8 @@ fn decodes_every_op() {
         json(r#"{"id":1,"op":"subscribe","channel":"chat:lobby"}"#),
         Ok(Command::Subscribe {
             id: 1,
-            channel: ch.clone()
+            channel: ch.clone(),
+            recover: None,
         })
     );
     assert_eq!(
@@ -118,6 +119,7 @@ fn msgpack_roundtrips_the_same_fields() {
         .encode_push(&Push::Message {
             channel: &channel,
             data: &data,
+            position: None,
         })
         .unwrap();
     let value: rmpv::Value = rmp_serde::from_slice(&payload).unwrap();
@@ -133,6 +135,7 @@ fn json_message_splices_data_verbatim() {
         .encode_push(&Push::Message {
             channel: &channel,
             data: br#"{"t":"hi"}"#,
+            position: None,
         })
         .unwrap();
     assert_eq!(
@@ -158,4 +161,85 @@ fn ok_reply_is_the_id_alone_in_both_codecs() {
     let value: rmpv::Value = rmp_serde::from_slice(&Codec::Msgpack.encode(&ok)).unwrap();
     assert_eq!(value["op"].as_str(), Some("ok"));
     assert_eq!(value["id"].as_u64(), Some(7));
+}
+
+#[test]
+fn decodes_recover_and_history() {
+    let ch = ChannelName::parse("chat:x").unwrap();
+    assert_eq!(
+        json(r#"{"id":1,"op":"subscribe","channel":"chat:x","recover":{"offset":7,"epoch":"e1"}}"#),
+        Ok(Command::Subscribe {
+            id: 1,
+            channel: ch.clone(),
+            recover: Some(Recover {
+                offset: 7,
+                epoch: "e1".into()
+            }),
+        })
+    );
+    assert_eq!(
+        json(r#"{"id":2,"op":"history","channel":"chat:x","since":3,"limit":10}"#),
+        Ok(Command::History {
+            id: 2,
+            channel: ch,
+            since: Some(3),
+            before: None,
+            limit: Some(10),
+        })
+    );
+    for bad in [
+        r#"{"id":3,"op":"subscribe","channel":"chat:x","recover":{"offset":-1,"epoch":"e"}}"#,
+        r#"{"id":3,"op":"subscribe","channel":"chat:x","recover":{"offset":1,"epoch":""}}"#,
+        r#"{"id":3,"op":"subscribe","channel":"chat:x","recover":7}"#,
+        r#"{"id":3,"op":"history","channel":"chat:x","since":1,"before":2}"#,
+        r#"{"id":3,"op":"history","channel":"chat:x","limit":"ten"}"#,
+    ] {
+        assert_eq!(code(json(bad)), (Some(3), ErrorCode::BadRequest), "{bad}");
+    }
+}
+
+#[test]
+fn positioned_message_in_both_codecs() {
+    let channel = ChannelName::parse("chat:x").unwrap();
+    let position = crate::bus::StreamPosition {
+        offset: 9,
+        epoch: "e\"1".into(),
+    };
+    let push = Push::Message {
+        channel: &channel,
+        data: b"[1]",
+        position: Some(&position),
+    };
+    let json_payload = Codec::Json.encode_push(&push).unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&json_payload).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({"op": "message", "channel": "chat:x", "data": [1], "offset": 9, "epoch": "e\"1"})
+    );
+    let packed = Codec::Msgpack.encode_push(&push).unwrap();
+    let value: rmpv::Value = rmp_serde::from_slice(&packed).unwrap();
+    assert_eq!(value["offset"].as_u64(), Some(9));
+    assert_eq!(value["epoch"].as_str(), Some("e\"1"));
+}
+
+#[test]
+fn history_reply_carries_data_in_both_codecs() {
+    let reply = ServerMsg::Ok {
+        id: 4,
+        data: Some(ReplyData::History {
+            offset: 2,
+            epoch: "e".into(),
+            messages: vec![HistoryItem {
+                offset: 2,
+                data: JsonText(Bytes::from_static(br#"{"t":"hi"}"#)),
+            }],
+        }),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&Codec::Json.encode(&reply)).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({"op": "ok", "id": 4, "offset": 2, "epoch": "e", "messages": [{"offset": 2, "data": {"t": "hi"}}]})
+    );
+    let value: rmpv::Value = rmp_serde::from_slice(&Codec::Msgpack.encode(&reply)).unwrap();
+    assert_eq!(value["messages"][0]["data"]["t"].as_str(), Some("hi"));
 }

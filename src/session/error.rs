@@ -14,6 +14,8 @@ pub enum CommandError {
     UnknownNamespace(String),
     #[error("clients may not publish to namespace {0:?}")]
     PublishForbidden(String),
+    #[error("namespace {0:?} keeps no history")]
+    NoHistory(String),
     #[error("data is too large")]
     TooLarge,
     #[error("publish rate limit reached; slow down")]
@@ -29,7 +31,7 @@ impl CommandError {
         match self {
             CommandError::Decode(rejection) => rejection.code,
             CommandError::UnknownNamespace(_) => ErrorCode::BadChannel,
-            CommandError::PublishForbidden(_) => ErrorCode::Forbidden,
+            CommandError::PublishForbidden(_) | CommandError::NoHistory(_) => ErrorCode::Forbidden,
             CommandError::TooLarge => ErrorCode::TooLarge,
             CommandError::RateLimited => ErrorCode::RateLimited,
             CommandError::TooManySubscriptions(_) => ErrorCode::LimitExceeded,

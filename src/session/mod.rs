@@ -5,6 +5,7 @@
 
 mod budget;
 mod error;
+mod history;
 mod info;
 mod ping;
 mod publish;
@@ -87,9 +88,18 @@ impl Session {
 
     async fn execute(&mut self, cmd: Command) -> Result<Reply, CommandError> {
         match cmd {
-            Command::Subscribe { channel, .. } => self.subscribe(channel).await,
+            Command::Subscribe {
+                channel, recover, ..
+            } => self.subscribe(channel, recover).await,
             Command::Unsubscribe { channel, .. } => self.unsubscribe(channel).await,
             Command::Publish { channel, data, .. } => self.publish(channel, data).await,
+            Command::History {
+                channel,
+                since,
+                before,
+                limit,
+                ..
+            } => self.history(channel, since, before, limit).await,
             Command::Ping { .. } => self.ping(),
         }
     }

@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use super::{CommandError, Reply, Session};
 use crate::channel::ChannelName;
+use crate::protocol::ReplyData;
 
 impl Session {
     pub(super) async fn publish(
@@ -24,7 +25,11 @@ impl Session {
         if !self.publish_budget.take(Instant::now()) {
             return Err(CommandError::RateLimited);
         }
-        self.node.publish(&channel, data).await?;
-        Ok(None)
+        let published = self.node.publish(&channel, data).await?;
+        Ok(published.position.map(|p| ReplyData::Position {
+            offset: p.offset,
+            epoch: p.epoch.to_string(),
+            recovered: None,
+        }))
     }
 }

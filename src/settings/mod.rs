@@ -115,8 +115,8 @@ impl Default for Settings {
             limits: Limits::default(),
             heartbeat: Heartbeat::default(),
             shutdown: Shutdown::default(),
-            default_namespace: NamespacePolicy { publish: false },
-            namespaces: BTreeMap::from([("chat".into(), NamespacePolicy { publish: true })]),
+            default_namespace: NamespacePolicy::default(),
+            namespaces: BTreeMap::from([("chat".into(), NamespacePolicy::chat())]),
         }
     }
 }
@@ -225,6 +225,14 @@ impl Settings {
         } else {
             self.node_id.clone()
         }
+    }
+
+    /// Whether any namespace keeps history (the Redis bus then loads its functions).
+    pub fn keeps_history(&self) -> bool {
+        self.namespaces
+            .values()
+            .chain([&self.default_namespace])
+            .any(|policy| policy.history_size > 0)
     }
 
     /// The policy for a namespace, or `None` when the namespace is not configured.

@@ -118,11 +118,45 @@ pub struct Shutdown {
     pub grace_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct NamespacePolicy {
     /// Whether clients may `publish` to channels of this namespace (backends always may).
     pub publish: bool,
+    /// Messages kept per channel, for recovery and the `history` op; 0 keeps none.
+    pub history_size: usize,
+    /// Seconds a channel's history is kept after its last message.
+    pub history_ttl_s: u64,
+}
+
+impl Default for NamespacePolicy {
+    fn default() -> Self {
+        Self {
+            publish: false,
+            history_size: 0,
+            history_ttl_s: 300,
+        }
+    }
+}
+
+impl NamespacePolicy {
+    /// The shipped `chat` namespace: clients publish, and the last 100 messages of each
+    /// room are kept for 5 minutes, so reconnecting clients miss nothing.
+    pub fn chat() -> Self {
+        Self {
+            publish: true,
+            history_size: 100,
+            ..Self::default()
+        }
+    }
+
+    /// The channel's history policy, when it keeps history.
+    pub fn history(&self) -> Option<crate::bus::history::HistoryPolicy> {
+        (self.history_size > 0).then(|| crate::bus::history::HistoryPolicy {
+            size: self.history_size,
+            ttl: std::time::Duration::from_secs(self.history_ttl_s),
+        })
+    }
 }
 
 impl Default for LogSettings {

@@ -5,6 +5,9 @@ use super::{BusKind, Settings, SettingsError};
 
 type Checked = Result<(), SettingsError>;
 
+/// More than this is a database, not a recovery window.
+const MAX_HISTORY_SIZE: usize = 100_000;
+
 fn invalid(key: &'static str, reason: &str) -> Checked {
     Err(SettingsError::Invalid {
         key,
@@ -111,6 +114,15 @@ impl Settings {
     }
 
     fn check_namespaces(&self) -> Checked {
+        let policies = self.namespaces.values().chain([&self.default_namespace]);
+        for policy in policies {
+            if policy.history_size > MAX_HISTORY_SIZE {
+                return invalid("namespaces.*.history_size", "must be at most 100000");
+            }
+            if policy.history_size > 0 && policy.history_ttl_s == 0 {
+                return invalid("namespaces.*.history_ttl_s", "must be at least 1");
+            }
+        }
         for ns in self.namespaces.keys() {
             if ns.is_empty() || crate::channel::ChannelName::parse(ns).is_err() || ns.contains(':')
             {

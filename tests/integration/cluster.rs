@@ -26,6 +26,18 @@ pub async fn node_on(url: &str, id: &str) -> TestNode {
         s.limits.publish_burst = 1e6;
         s.limits.outbox_max_frames = 100_000;
         s.limits.outbox_max_bytes = 64 << 20;
+        // Room for the recovery tests' 1,000 missed messages.
+        if let Some(chat) = s.namespaces.get_mut("chat") {
+            chat.history_size = 2_000;
+        }
+        // A namespace without history: what happens where nothing can be recovered.
+        s.namespaces.insert(
+            "live".into(),
+            roomcast::settings::NamespacePolicy {
+                publish: true,
+                ..Default::default()
+            },
+        );
     })
     .await
 }

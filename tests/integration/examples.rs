@@ -1,4 +1,5 @@
-//! Replays `proto/examples.json`, the protocol's example exchanges, over both codecs.
+//! Replays `proto/examples.json`, the protocol's example exchanges, over both codecs, each
+//! against a node of its own.
 
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
@@ -25,7 +26,6 @@ fn matches(expected: &Value, actual: &Value) -> bool {
 async fn replay_protocol_examples() {
     let file: Value = serde_json::from_str(include_str!("../../proto/examples.json"))
         .expect("examples.json parses");
-    let node = TestNode::start().await;
     let examples = file["examples"].as_array().unwrap();
     assert!(examples.len() >= 10);
     for example in examples {
@@ -40,6 +40,8 @@ async fn replay_protocol_examples() {
             None => vec!["json", "msgpack"],
         };
         for codec in codecs {
+            // A node of its own per example and codec: offsets start at 1 in each.
+            let node = TestNode::start().await;
             let protocol = format!("roomcast.v1.{codec}");
             let count = example.get("clients").and_then(Value::as_u64).unwrap_or(1);
             let mut clients = Vec::new();
@@ -76,7 +78,7 @@ async fn replay_protocol_examples() {
                     panic!("{name}: unknown step {step}");
                 }
             }
+            node.stop().await;
         }
     }
-    node.stop().await;
 }

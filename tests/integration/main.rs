@@ -6,6 +6,7 @@ mod fanout;
 mod http;
 mod limits;
 mod protocol;
+mod recovery;
 mod redis_failures;
 mod redis_support;
 mod support;

@@ -11,17 +11,30 @@ async fn every_op(mut a: Client, mut b: Client) {
     let reply = b
         .publish("chat:room", json!({"text": "hi", "n": [1, 2.5, null]}))
         .await;
-    assert_eq!(reply, json!({"op": "ok", "id": 2}));
+    // `chat` keeps history: the publish lands at offset 1 of the channel's epoch.
+    let epoch = reply["epoch"].clone();
+    assert!(epoch.is_string(), "{reply}");
+    assert_eq!(
+        reply,
+        json!({"op": "ok", "id": 2, "offset": 1, "epoch": epoch})
+    );
     for c in [&mut a, &mut b] {
         let msg = c.recv().await;
         assert_eq!(
             msg,
-            json!({"op": "message", "channel": "chat:room", "data": {"text": "hi", "n": [1, 2.5, null]}})
+            json!({"op": "message", "channel": "chat:room", "data": {"text": "hi", "n": [1, 2.5, null]}, "offset": 1, "epoch": epoch})
         );
     }
+    let history = a
+        .request(json!({"op": "history", "channel": "chat:room"}))
+        .await;
+    assert_eq!(
+        history,
+        json!({"op": "ok", "id": 2, "offset": 1, "epoch": epoch, "messages": [{"offset": 1, "data": {"text": "hi", "n": [1, 2.5, null]}}]})
+    );
     assert_eq!(
         a.request(json!({"op": "ping"})).await,
-        json!({"op": "ok", "id": 2})
+        json!({"op": "ok", "id": 3})
     );
     let reply = a
         .request(json!({"op": "unsubscribe", "channel": "chat:room"}))

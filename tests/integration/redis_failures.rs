@@ -70,7 +70,7 @@ async fn deaf_pubsub_link_is_detected_by_the_probe() {
     let node = node_on(&proxy.url(), "deaf").await;
     ready(&node).await;
     let mut sub = node.json().await;
-    sub.subscribe("chat:d").await;
+    sub.subscribe("live:d").await;
     proxy.freeze();
     let started = tokio::time::Instant::now();
     let n = std::sync::Arc::clone(&node.node);
@@ -82,9 +82,9 @@ async fn deaf_pubsub_link_is_detected_by_the_probe() {
         started.elapsed()
     );
     ready(&node).await;
-    assert_eq!(sub.recv().await, json!({"op": "gap", "channel": "chat:d"}));
+    assert_eq!(sub.recv().await, json!({"op": "gap", "channel": "live:d"}));
     redis
-        .publish("rc:chat:d", br#"{"data":"heard again"}"#)
+        .publish("rc:live:d", br#"{"data":"heard again"}"#)
         .await;
     assert_eq!(sub.next_message().await["data"], "heard again");
     node.stop().await;
@@ -96,7 +96,7 @@ async fn killed_pubsub_connection_is_rebuilt() {
     let node = node_on(&redis.url(), "kill").await;
     ready(&node).await;
     let mut sub = node.json().await;
-    sub.subscribe("chat:k").await;
+    sub.subscribe("live:k").await;
     let mut conn = redis.client().await.unwrap();
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")
@@ -106,8 +106,8 @@ async fn killed_pubsub_connection_is_rebuilt() {
         .await
         .unwrap();
     assert_eq!(killed, 1);
-    assert_eq!(sub.recv().await, json!({"op": "gap", "channel": "chat:k"}));
-    redis.publish("rc:chat:k", br#"{"data":1}"#).await;
+    assert_eq!(sub.recv().await, json!({"op": "gap", "channel": "live:k"}));
+    redis.publish("rc:live:k", br#"{"data":1}"#).await;
     assert_eq!(sub.next_message().await["data"], 1);
     node.stop().await;
 }

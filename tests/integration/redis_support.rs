@@ -12,6 +12,8 @@ pub struct RedisServer {
     pub port: u16,
     /// `requirepass`, when set.
     pub password: Option<String>,
+    /// With an append-only file here (fsync on every write), the data survives restarts.
+    dir: Option<std::path::PathBuf>,
     child: Option<Child>,
 }
 
@@ -22,6 +24,34 @@ pub async fn redis() -> Option<RedisServer> {
 }
 
 pub async fn redis_with_password(password: Option<&str>) -> Option<RedisServer> {
+    RedisServer::spawn(password, None).await
+}
+
+impl RedisServer {
+    /// A Redis that keeps its data across restarts (append-only file, fsync always).
+    pub async fn persistent() -> Option<RedisServer> {
+        let dir = std::env::temp_dir().join(format!("roomcast-redis-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::spawn(None, Some(dir)).await
+    }
+
+    async fn spawn(password: Option<&str>, dir: Option<std::path::PathBuf>) -> Option<RedisServer> {
+        if !redis_installed() {
+            return None;
+        }
+        let port = free_port();
+        let mut server = RedisServer {
+            port,
+            password: password.map(str::to_string),
+            dir,
+            child: None,
+        };
+        server.start().await;
+        Some(server)
+    }
+}
+
+fn redis_installed() -> bool {
     if Command::new("redis-server")
         .arg("--version")
         .output()
@@ -32,16 +62,9 @@ pub async fn redis_with_password(password: Option<&str>) -> Option<RedisServer> 
             "redis-server is required (REQUIRE_REDIS is set) but not installed"
         );
         eprintln!("SKIPPED: redis-server not installed; `scripts/test` installs it");
-        return None;
+        return false;
     }
-    let port = free_port();
-    let mut server = RedisServer {
-        port,
-        password: password.map(str::to_string),
-        child: None,
-    };
-    server.start().await;
-    Some(server)
+    true
 }
 
 pub fn free_port() -> u16 {
@@ -65,9 +88,18 @@ impl RedisServer {
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
         }
+        match &self.dir {
+            Some(dir) => cmd.args(["--dir", &dir.display().to_string()]).args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ]),
+            None => cmd.args(["--appendonly", "no"]),
+        };
         let child = cmd
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--save", "", "--protected-mode", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -126,6 +158,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -16,7 +16,9 @@ def subscriber(node, channel):
     ws = websocket.create_connection(f"ws://127.0.0.1:{node.port}/ws", timeout=10)
     assert json.loads(ws.recv())["op"] == "welcome"
     ws.send(json.dumps({"id": 1, "op": "subscribe", "channel": channel}))
-    assert json.loads(ws.recv()) == {"op": "ok", "id": 1}
+    reply = json.loads(ws.recv())
+    # `chat` keeps history: the reply says where the subscription starts.
+    assert reply["op"] == "ok" and reply["id"] == 1 and "offset" in reply and "epoch" in reply, reply
     return ws
 
 
@@ -37,13 +39,16 @@ def test_every_example_publisher_reaches_every_node(cluster, redis_server):
         "python": [str(Path(os.sys.executable)), str(ROOT / "examples" / "publish.py")],
         "rust": [str(rust_example)],
     }
-    for name, cmd in commands.items():
+    for offset, (name, cmd) in enumerate(commands.items(), start=1):
         data = {"from": name, "text": "hi"}
         out = subprocess.run([*cmd, "chat:examples", json.dumps(data)], env=env,
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
+        assert str(offset) in out.stdout, out.stdout  # each example prints the offset
         for ws in subs:
-            assert next_message(ws) == {"op": "message", "channel": "chat:examples", "data": data}
+            msg = next_message(ws)
+            assert msg == {"op": "message", "channel": "chat:examples", "data": data,
+                           "offset": offset, "epoch": msg["epoch"]}
     for ws in subs:
         ws.close()
 

@@ -47,10 +47,19 @@ impl Link for RedisLink {
             .set_response_timeout(Some(Duration::from_millis(
                 shared.settings.response_timeout_ms,
             )));
-        let publisher = shared
+        let mut publisher = shared
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
+        if shared.load_library {
+            // Every time: a Redis restarted without persistence has forgotten it.
+            redis::cmd("FUNCTION")
+                .arg("LOAD")
+                .arg("REPLACE")
+                .arg(super::history::LIBRARY)
+                .query_async::<String>(&mut publisher)
+                .await?;
+        }
         let (mut sink, stream) = pubsub.split();
         tokio::time::timeout(timeout, sink.subscribe(&shared.probe_channel))
             .await

@@ -3,6 +3,7 @@
 //! (`bus::supervisor`) keeps the link alive; `link` is what it drives. Nothing else in
 //! the node touches Redis.
 
+mod history;
 mod link;
 
 use std::collections::HashSet;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::envelope::Envelope;
+use super::history::HistoryPolicy;
 use super::supervisor::{Backoff, Supervisor};
 use super::{Bus, BusError, BusEvents, Published};
 use crate::channel::ChannelName;
@@ -34,6 +36,8 @@ struct Shared {
     /// `<prefix>:` prepended to every channel name on Redis.
     prefix: String,
     probe_channel: String,
+    /// Whether some namespace keeps history, so the node needs its Redis Functions.
+    load_library: bool,
     /// The node; weak because the node owns the bus.
     events: Weak<dyn BusEvents>,
     metrics: Arc<Metrics>,
@@ -68,9 +72,11 @@ struct Ctl {
 impl RedisBus {
     /// Starts the supervisor; it connects in the background, so a node starts (not ready)
     /// even while Redis is down. The client was made from a validated URL.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         client: redis::Client,
         settings: RedisSettings,
+        load_library: bool,
         node_id: &str,
         events: Weak<dyn BusEvents>,
         metrics: Arc<Metrics>,
@@ -92,6 +98,7 @@ impl RedisBus {
         let shared = Arc::new(Shared {
             client,
             probe_channel: format!("{prefix}$probe:{node_id}"),
+            load_library,
             prefix,
             settings,
             events,
@@ -111,23 +118,50 @@ impl Shared {
     }
 }
 
+impl RedisBus {
+    /// The publishing connection, while the link is up and subscribed.
+    fn publisher(&self) -> Result<MultiplexedConnection, BusError> {
+        let link = self.shared.state.lock().link.clone();
+        match (link, self.is_ready()) {
+            (Some(link), true) => Ok(link.publisher),
+            _ => Err(BusError::NotConnected),
+        }
+    }
+}
+
 #[async_trait]
 impl Bus for RedisBus {
     async fn publish(
         &self,
         channel: &ChannelName,
         envelope: Envelope,
+        history: Option<&HistoryPolicy>,
     ) -> Result<Published, BusError> {
-        let link = self.shared.state.lock().link.clone();
-        let (Some(mut link), true) = (link, self.is_ready()) else {
-            return Err(BusError::NotConnected);
+        let mut publisher = self.publisher()?;
+        let name = self.shared.redis_name(channel);
+        let Some(policy) = history else {
+            redis::cmd("PUBLISH")
+                .arg(name)
+                .arg(envelope.encode())
+                .query_async::<i64>(&mut publisher)
+                .await?;
+            return Ok(Published::default());
         };
-        redis::cmd("PUBLISH")
-            .arg(self.shared.redis_name(channel))
+        let (offset, epoch): (u64, String) = redis::cmd("FCALL")
+            .arg("roomcast_publish")
+            .arg(1)
+            .arg(name)
             .arg(envelope.encode())
-            .query_async::<i64>(&mut link.publisher)
+            .arg(policy.size)
+            .arg(policy.ttl.as_secs().max(1))
+            .query_async(&mut publisher)
             .await?;
-        Ok(Published::default())
+        Ok(Published {
+            position: Some(super::StreamPosition {
+                offset,
+                epoch: epoch.into(),
+            }),
+        })
     }
 
     async fn subscribe(&self, channel: &ChannelName) -> Result<(), BusError> {
