@@ -9,9 +9,12 @@
  *   await rc.publish("chat:lobby", { text: "hi" });
  *
  * Reconnects by itself with exponential backoff and full jitter (to the next URL when
- * given several), and subscribes again to every channel it was subscribed to. Requests made while disconnected are rejected with
- * code "disconnected"; subscriptions made while disconnected are kept and sent on connect.
- * Spec: proto/PROTOCOL.md.
+ * given several), and subscribes again to every channel it was subscribed to. On channels
+ * with history it remembers the position (offset, epoch) of the last message and asks the
+ * node, any node, to recover what was missed: the application sees every message once, in
+ * order. When that is not possible it emits "gap" so the application can refetch.
+ * Requests made while disconnected are rejected with code "disconnected"; subscriptions
+ * made while disconnected are kept and sent on connect. Spec: proto/PROTOCOL.md.
  */
 (function (global) {
   "use strict";
@@ -42,6 +45,8 @@
       this.maxBackoffMs = o.maxBackoffMs ?? 15000;
       this.requestTimeoutMs = o.requestTimeoutMs ?? 10000;
       this.channels = new Set();
+      /** channel -> {offset, epoch}: where each channel with history got to. */
+      this.positions = new Map();
       this.welcome = null;
       this._ws = null;
       this._nextId = 1;
@@ -54,7 +59,8 @@
     }
 
     /** Registers a handler: "open" (welcome), "message", "close" ({code, reason}),
-     *  "error", "reconnecting" ({delayMs, attempt}), "gap" ({channel}). */
+     *  "error", "reconnecting" ({delayMs, attempt}), "gap" ({channel}: messages may have
+     *  been missed, refetch). */
     on(event, handler) {
       if (!this._handlers.has(event)) this._handlers.set(event, new Set());
       this._handlers.get(event).add(handler);
@@ -90,17 +96,36 @@
       if (this._ws) this._ws.close(1000, "bye");
     }
 
+    /** Resolves with the reply: on channels with history `{offset, epoch}` (and
+     *  `recovered` when it resumed from a known position). */
     subscribe(channel) {
       this.channels.add(channel);
       if (!this.connected) return Promise.resolve({ queued: true });
-      return this._request({ op: "subscribe", channel }).catch((err) => {
+      return this._subscribe(channel).catch((err) => {
         this.channels.delete(channel);
         throw err;
       });
     }
 
+    _subscribe(channel) {
+      const body = { op: "subscribe", channel };
+      const known = this.positions.get(channel);
+      if (known) body.recover = { offset: known.offset, epoch: known.epoch };
+      return this._request(body).then((reply) => {
+        if (reply.offset !== undefined) this._advance(channel, reply.offset, reply.epoch);
+        if (known && reply.recovered === false) this._emit("gap", { channel, op: "gap" });
+        return reply;
+      });
+    }
+
+    /** History of a channel, oldest first: `{limit, since, before}` all optional. */
+    history(channel, options) {
+      return this._request(Object.assign({ op: "history", channel }, options || {}));
+    }
+
     unsubscribe(channel) {
       this.channels.delete(channel);
+      this.positions.delete(channel);
       if (!this.connected) return Promise.resolve({ queued: true });
       return this._request({ op: "unsubscribe", channel });
     }
@@ -145,6 +170,7 @@
           this._emit("open", msg);
           break;
         case "message":
+          if (msg.offset !== undefined && !this._advance(msg.channel, msg.offset, msg.epoch)) return;
           this._emit("message", msg);
           break;
         case "ok":
@@ -166,9 +192,18 @@
       }
     }
 
+    /** Records a channel's position; false when it is not past the one known (a message
+     *  seen already). A new epoch means the history restarted: it is taken as it is. */
+    _advance(channel, offset, epoch) {
+      const known = this.positions.get(channel);
+      if (known && known.epoch === epoch && offset <= known.offset) return false;
+      this.positions.set(channel, { offset, epoch });
+      return true;
+    }
+
     _resubscribe() {
       for (const channel of this.channels) {
-        this._request({ op: "subscribe", channel }).catch((err) => {
+        this._subscribe(channel).catch((err) => {
           this.channels.delete(channel);
           this._emit("error", err);
         });
