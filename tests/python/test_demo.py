@@ -1,4 +1,5 @@
-"""The demo chat page in a real browser: two tabs chat, and the page survives a node restart."""
+"""The demo chat page in a real browser: two tabs chat, a late tab sees the history, and the
+page survives a node restart."""
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -42,6 +43,17 @@ def test_two_tabs_chat_and_survive_a_node_restart(node, browser):
     say(browser, "hello bob")
     browser.switch_to.window(tab_b)
     wait_for(browser, lambda d: "alice: hello bob" in log_lines(d), what="alice's message in tab b")
+
+    # A page that joins later (or a reload) shows the conversation so far, from history,
+    # each line once.
+    browser.switch_to.new_window("tab")
+    browser.get(node.url + "/?room=browser")
+    join(browser, "carol")
+    lines = log_lines(browser)
+    assert lines.index("bob: hi alice") < lines.index("alice: hello bob") < lines.index("carol joined"), lines
+    assert lines.count("bob: hi alice") == 1, lines
+    browser.close()
+    browser.switch_to.window(tab_b)
 
     # Restart the node on the same port: both pages reconnect and resubscribe by themselves.
     assert node.stop() == 0, "SIGTERM drains and exits 0"
