@@ -24,6 +24,9 @@ const SHARDS: usize = 64;
 #[derive(Default)]
 struct Channel {
     subs: HashMap<ConnId, Arc<Conn>>,
+    /// The subscribers that asked for `join` and `leave` pushes; empty unless some did,
+    /// so a large room pays for them only where they are wanted.
+    watchers: HashMap<ConnId, Arc<Conn>>,
     /// Written on each positioned message under the shard's read lock, hence its own lock:
     /// uncontended (one fan-out at a time per channel), never held across an `.await`.
     last: Mutex<Option<StreamPosition>>,
@@ -81,6 +84,7 @@ impl Hub {
         let Some(entry) = shard.get_mut(channel) else {
             return false;
         };
+        entry.watchers.remove(&conn);
         if entry.subs.remove(&conn).is_none() {
             return false;
         }
@@ -97,6 +101,15 @@ impl Hub {
             .read()
             .get(channel)
             .map_or(0, |entry| entry.subs.len())
+    }
+
+    /// Sends `join` and `leave` pushes of `channel` to a subscriber too.
+    pub fn watch(&self, channel: &ChannelName, conn: &Arc<Conn>) {
+        if let Some(entry) = self.shard(channel).write().get_mut(channel)
+            && entry.subs.contains_key(&conn.id)
+        {
+            entry.watchers.insert(conn.id, Arc::clone(conn));
+        }
     }
 
     /// The position of the last message delivered on `channel` here, if it keeps history.
@@ -142,9 +155,13 @@ impl Hub {
                 offset: position.map(|p| p.offset),
             });
         }
+        let to = match push {
+            Push::Join { .. } | Push::Leave { .. } => &entry.watchers,
+            Push::Message { .. } | Push::Gap { .. } => &entry.subs,
+        };
         let frames: [OnceLock<Option<Bytes>>; WireFormat::COUNT] = Default::default();
         let mut out = FanOut::default();
-        for conn in entry.subs.values() {
+        for conn in to.values() {
             let slot = &frames[conn.wire.index()];
             let Some(frame) = slot.get_or_init(|| self.encode(conn.wire, channel, push)) else {
                 continue;

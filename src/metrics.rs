@@ -186,6 +186,8 @@ pub struct Metrics {
     pub bus_unsubscribes: Counter,
     /// Messages a node fanned out again from history after its bus link came back.
     pub recovered_messages: Counter,
+    /// Join and leave announcements received from the bus.
+    pub presence_events: Counter,
     /// From a message's publish time (its envelope `ts`) to the write of its frame to a
     /// client socket; one observation per client.
     pub publish_to_write: Histogram,
@@ -233,7 +235,7 @@ impl Metrics {
 
     /// Every unlabelled metric: (name without `roomcast_`, type, help, value). `/metrics`
     /// renders these, and the OpenTelemetry bridge observes them.
-    pub fn samples(&self) -> [(&'static str, &'static str, &'static str, i64); 21] {
+    pub fn samples(&self) -> [(&'static str, &'static str, &'static str, i64); 22] {
         let c = |c: &Counter| c.get() as i64;
         let g = |g: &Gauge| g.get();
         #[rustfmt::skip]
@@ -256,6 +258,7 @@ impl Metrics {
             ("bus_subscribe_calls_total", "counter", "Bus subscriptions asked for (first local subscriber).", c(&self.bus_subscribes)),
             ("bus_unsubscribe_calls_total", "counter", "Bus unsubscriptions asked for (last local subscriber left).", c(&self.bus_unsubscribes)),
             ("recovered_messages_total", "counter", "Messages fanned out from history after the bus link came back.", c(&self.recovered_messages)),
+            ("presence_events_total", "counter", "Join and leave announcements received from the bus.", c(&self.presence_events)),
             ("bytes_received_total", "counter", "WebSocket payload bytes received from clients.", c(&self.bytes_in)),
             ("bytes_sent_total", "counter", "Bytes written to client sockets.", c(&self.bytes_out)),
             ("outbound_queued_frames", "gauge", "Frames queued for clients, not yet written, over all connections.", g(&self.queued_frames)),

@@ -54,6 +54,8 @@ pub enum EnvelopeError {
     TooLong(&'static str),
     #[error("a positioned envelope needs `o`, `ep` and an envelope `e` that is not positioned")]
     BadPosition,
+    #[error("a presence change needs `k` (join or leave), a client `c` and JSON info `i`")]
+    BadPresence,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +93,13 @@ struct PackedWire {
     ts: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     n: Option<String>,
+    /// The presence form: `join` or `leave`, the client, its info (JSON text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    k: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    c: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    i: Option<serde_bytes::ByteBuf>,
     /// The positioned form: offset, epoch, and the envelope as published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     o: Option<u64>,
@@ -102,19 +111,19 @@ struct PackedWire {
 
 impl Envelope {
     pub fn decode(payload: &[u8]) -> Result<Self, EnvelopeError> {
-        let envelope = match payload.first() {
-            Some(0x80..=0x8f | 0xde | 0xdf) => Self::decode_packed(payload)?,
-            _ if payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => {
-                Self::decode_json(payload)?
-            }
-            _ => return Err(EnvelopeError::NotAnEnvelope),
-        };
-        for (name, value) in [("id", &envelope.id), ("traceparent", &envelope.traceparent)] {
+        match Incoming::decode(payload)? {
+            Incoming::Message(envelope) => Ok(envelope),
+            Incoming::Presence(_) => Err(EnvelopeError::NotAnEnvelope),
+        }
+    }
+
+    fn checked(self) -> Result<Self, EnvelopeError> {
+        for (name, value) in [("id", &self.id), ("traceparent", &self.traceparent)] {
             if value.as_ref().is_some_and(|v| v.len() > MAX_META_LEN) {
                 return Err(EnvelopeError::TooLong(name));
             }
         }
-        Ok(envelope)
+        Ok(self)
     }
 
     fn decode_json(payload: &[u8]) -> Result<Self, EnvelopeError> {
@@ -134,11 +143,7 @@ impl Envelope {
         })
     }
 
-    fn decode_packed(payload: &[u8]) -> Result<Self, EnvelopeError> {
-        let wire: PackedWire = rmp_serde::from_slice(payload).map_err(EnvelopeError::Msgpack)?;
-        if wire.v != VERSION {
-            return Err(EnvelopeError::Version(wire.v));
-        }
+    fn from_packed(wire: PackedWire) -> Result<Self, EnvelopeError> {
         if let Some(inner) = wire.e {
             return Self::decode_positioned(&inner, wire.o, wire.ep);
         }
@@ -186,6 +191,9 @@ impl Envelope {
             tp: self.traceparent.clone(),
             ts: self.ts,
             n: self.node.clone(),
+            k: None,
+            c: None,
+            i: None,
             o: None,
             ep: None,
             e: None,
@@ -193,6 +201,69 @@ impl Envelope {
         // Serialising a plain struct into a Vec cannot fail.
         rmp_serde::to_vec_named(&wire).unwrap_or_default()
     }
+}
+
+/// What arrives on a roomcast channel: a message, or a presence change that
+/// `roomcast_presence_*` announced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Message(Envelope),
+    Presence(PresenceEvent),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceEvent {
+    pub joined: bool,
+    pub client: String,
+    /// JSON text: the client's info on join, `null` on leave.
+    pub info: Bytes,
+}
+
+impl Incoming {
+    pub fn decode(payload: &[u8]) -> Result<Self, EnvelopeError> {
+        let envelope = match payload.first() {
+            Some(0x80..=0x8f | 0xde | 0xdf) => {
+                let wire: PackedWire =
+                    rmp_serde::from_slice(payload).map_err(EnvelopeError::Msgpack)?;
+                if wire.v != VERSION {
+                    return Err(EnvelopeError::Version(wire.v));
+                }
+                if let Some(kind) = &wire.k {
+                    return presence(kind, wire.c, wire.i).map(Incoming::Presence);
+                }
+                Envelope::from_packed(wire)?
+            }
+            _ if payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => {
+                Envelope::decode_json(payload)?
+            }
+            _ => return Err(EnvelopeError::NotAnEnvelope),
+        };
+        envelope.checked().map(Incoming::Message)
+    }
+}
+
+fn presence(
+    kind: &str,
+    client: Option<String>,
+    info: Option<serde_bytes::ByteBuf>,
+) -> Result<PresenceEvent, EnvelopeError> {
+    let joined = match kind {
+        "join" => true,
+        "leave" => false,
+        _ => return Err(EnvelopeError::BadPresence),
+    };
+    let client = client
+        .filter(|c| !c.is_empty() && c.len() <= MAX_META_LEN)
+        .ok_or(EnvelopeError::BadPresence)?;
+    let info = info.map_or_else(|| b"null".to_vec(), serde_bytes::ByteBuf::into_vec);
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&info).is_err() {
+        return Err(EnvelopeError::BadPresence);
+    }
+    Ok(PresenceEvent {
+        joined,
+        client,
+        info: Bytes::from(info),
+    })
 }
 
 #[cfg(test)]

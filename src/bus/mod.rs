@@ -18,6 +18,7 @@
 pub mod envelope;
 pub mod history;
 pub mod memory;
+pub mod presence;
 pub mod probe;
 pub mod redis;
 pub mod supervisor;
@@ -88,6 +89,8 @@ pub trait Bus: Send + Sync + 'static {
 pub trait BusEvents: Send + Sync + 'static {
     /// A message arrived on a channel this node is subscribed to.
     fn message(&self, channel: ChannelName, envelope: Envelope);
+    /// A client joined or left a channel with presence.
+    fn presence(&self, channel: ChannelName, event: envelope::PresenceEvent);
     /// A link that was up is down: messages for its channels may be missed until it is back.
     fn link_lost(&self);
     /// A link is up again after a loss, subscribed again to `channels`: anything published

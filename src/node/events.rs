@@ -3,7 +3,7 @@
 //! outage, recover channels with history or tell clients `gap` on the others.
 
 use crate::bus::BusEvents;
-use crate::bus::envelope::Envelope;
+use crate::bus::envelope::{Envelope, PresenceEvent};
 use crate::channel::ChannelName;
 use crate::metrics::DropReason;
 use crate::protocol::Push;
@@ -22,6 +22,23 @@ impl BusEvents for Node {
             return;
         }
         self.fan_out_message(&channel, &envelope);
+    }
+
+    /// Join and leave arrive once per channel and node; each local subscriber gets one.
+    fn presence(&self, channel: ChannelName, event: PresenceEvent) {
+        let push = if event.joined {
+            Push::Join {
+                channel: &channel,
+                client: &event.client,
+                info: &event.info,
+            }
+        } else {
+            Push::Leave {
+                channel: &channel,
+                client: &event.client,
+            }
+        };
+        self.hub.fan_out(&channel, &push, 0);
     }
 
     fn link_lost(&self) {

@@ -6,6 +6,7 @@
 mod dedupe;
 mod drain;
 mod events;
+mod presence;
 mod recovery;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use tracing::Instrument;
 use crate::bus::envelope::Envelope;
 use crate::bus::history::{History, HistoryPolicy, Page, Query};
 use crate::bus::memory::MemoryBus;
+use crate::bus::presence::{MemoryPresence, Presence};
 use crate::bus::redis::RedisBus;
 use crate::bus::{Bus, BusError, BusEvents, Published};
 use crate::channel::ChannelName;
@@ -52,6 +54,10 @@ pub struct Node {
     bus: Arc<dyn Bus>,
     /// The same bus, as the keeper of channel history.
     history: Arc<dyn History>,
+    /// Who is in which channel, cluster-wide.
+    presence: Arc<dyn Presence>,
+    /// This node's own clients in channels with presence: channel → client id → info.
+    members: Mutex<HashMap<ChannelName, HashMap<String, Bytes>>>,
     /// This node, for tasks it spawns on its own behalf (recovery after an outage).
     me: Weak<Node>,
     conns: Mutex<HashMap<ConnId, Arc<Conn>>>,
@@ -91,16 +97,18 @@ impl Node {
             )),
         };
         // The bus reports to the node it belongs to: it gets a weak handle to it.
-        Ok(Arc::new_cyclic(|me: &Weak<Node>| {
+        let node = Arc::new_cyclic(|me: &Weak<Node>| {
             let metrics = Arc::new(Metrics::default());
             let id = settings.node_id_or_generated();
             let tasks = TaskTracker::new();
             let bus_stop = CancellationToken::new();
             let events: Weak<dyn BusEvents> = me.clone();
-            let (bus, history): (Arc<dyn Bus>, Arc<dyn History>) = match plan {
+            type Ports = (Arc<dyn Bus>, Arc<dyn History>, Arc<dyn Presence>);
+            let (bus, history, presence): Ports = match plan {
                 BusPlan::Memory => {
+                    let presence = Arc::new(MemoryPresence::new(events.clone()));
                     let bus = Arc::new(MemoryBus::new(events, Arc::clone(&metrics)));
-                    (bus.clone(), bus)
+                    (bus.clone(), bus, presence)
                 }
                 BusPlan::Redis(client) => {
                     let bus = Arc::new(RedisBus::start(
@@ -113,7 +121,7 @@ impl Node {
                         &tasks,
                         bus_stop.clone(),
                     ));
-                    (bus.clone(), bus)
+                    (bus.clone(), bus.clone(), bus)
                 }
             };
             Self {
@@ -123,6 +131,8 @@ impl Node {
                 metrics,
                 bus,
                 history,
+                presence,
+                members: Mutex::new(HashMap::new()),
                 me: me.clone(),
                 conns: Mutex::new(HashMap::new()),
                 channel_locks: (0..CHANNEL_LOCKS)
@@ -137,7 +147,12 @@ impl Node {
                 bus_stop,
                 tasks,
             }
-        }))
+        });
+        let every = node.settings.presence_ttl() / 3;
+        let stop = node.bus_stop.clone();
+        node.tasks
+            .spawn(presence::refresh_loop(Arc::downgrade(&node), every, stop));
+        Ok(node)
     }
 
     /// Registers a connection, unless the node is full or draining.

@@ -20,6 +20,10 @@ pub(super) struct Fields {
     pub(super) since: Option<Field<u64>>,
     pub(super) before: Option<Field<u64>>,
     pub(super) limit: Option<Field<u64>>,
+    /// Presence info as JSON text, validated like `data`.
+    pub(super) info: Option<Bytes>,
+    pub(super) cursor: Option<Field<String>>,
+    pub(super) join_leave: Option<Field<bool>>,
 }
 
 /// `recover` as sent: the position a client got to.
@@ -53,6 +57,12 @@ impl Fields {
                 id,
                 channel: self.channel(id)?,
                 recover: self.recover(id)?,
+                info: self.info.clone(),
+                join_leave: match self.join_leave {
+                    None => false,
+                    Some(Field::Ok(on)) => on,
+                    Some(Field::WrongType) => return Err(bad("`join_leave` must be a boolean")),
+                },
             }),
             "unsubscribe" => Ok(Command::Unsubscribe {
                 id,
@@ -64,6 +74,20 @@ impl Fields {
                 Ok(Command::Publish { id, channel, data })
             }
             "history" => self.history(id),
+            "presence" => Ok(Command::Presence {
+                id,
+                channel: self.channel(id)?,
+                cursor: match &self.cursor {
+                    None => None,
+                    Some(Field::Ok(c)) if c.len() <= 256 => Some(c.clone()),
+                    Some(_) => return Err(bad("`cursor` must be a string from a presence reply")),
+                },
+                limit: optional_u64(&self.limit, "limit", id)?,
+            }),
+            "presence_count" => Ok(Command::PresenceCount {
+                id,
+                channel: self.channel(id)?,
+            }),
             "ping" => Ok(Command::Ping { id }),
             other => Err(Rejection::new(
                 Some(id),

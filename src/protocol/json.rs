@@ -30,6 +30,12 @@ struct Wire<'a> {
     before: Option<&'a RawValue>,
     #[serde(borrow, default)]
     limit: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    info: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    cursor: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    join_leave: Option<&'a RawValue>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -63,6 +69,11 @@ pub(super) fn decode(payload: &[u8]) -> Result<Fields, Rejection> {
         since: wire.since.map(typed),
         before: wire.before.map(typed),
         limit: wire.limit.map(typed),
+        info: wire
+            .info
+            .map(|raw| Bytes::copy_from_slice(raw.get().as_bytes())),
+        cursor: wire.cursor.map(typed),
+        join_leave: wire.join_leave.map(typed),
     })
 }
 

@@ -105,6 +105,22 @@ impl Codec {
             (_, Push::Gap { channel }) => Ok(self.encode(&ServerMsg::Gap {
                 channel: channel.as_str(),
             })),
+            (
+                _,
+                Push::Join {
+                    channel,
+                    client,
+                    info,
+                },
+            ) => Ok(self.encode(&ServerMsg::Join {
+                channel: channel.as_str(),
+                client,
+                info: JsonText(Bytes::copy_from_slice(info)),
+            })),
+            (_, Push::Leave { channel, client }) => Ok(self.encode(&ServerMsg::Leave {
+                channel: channel.as_str(),
+                client,
+            })),
         }
     }
 }
@@ -121,16 +137,31 @@ pub enum Push<'a> {
     },
     /// Messages of the channel may have been lost.
     Gap { channel: &'a ChannelName },
+    /// A client joined the channel; `info` is JSON text.
+    Join {
+        channel: &'a ChannelName,
+        client: &'a str,
+        info: &'a [u8],
+    },
+    /// A client left the channel.
+    Leave {
+        channel: &'a ChannelName,
+        client: &'a str,
+    },
 }
 
 /// A validated client command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// With `recover`, the messages missed since that position come first.
+    /// `info` (JSON text) is shown in the channel's presence; `join_leave` asks for the
+    /// channel's `join` and `leave` pushes.
     Subscribe {
         id: u64,
         channel: ChannelName,
         recover: Option<Recover>,
+        info: Option<Bytes>,
+        join_leave: bool,
     },
     Unsubscribe {
         id: u64,
@@ -151,6 +182,17 @@ pub enum Command {
         before: Option<u64>,
         limit: Option<u64>,
     },
+    /// A page of the channel's members, from `cursor`.
+    Presence {
+        id: u64,
+        channel: ChannelName,
+        cursor: Option<String>,
+        limit: Option<u64>,
+    },
+    PresenceCount {
+        id: u64,
+        channel: ChannelName,
+    },
     Ping {
         id: u64,
     },
@@ -170,6 +212,8 @@ impl Command {
             | Command::Unsubscribe { id, .. }
             | Command::Publish { id, .. }
             | Command::History { id, .. }
+            | Command::Presence { id, .. }
+            | Command::PresenceCount { id, .. }
             | Command::Ping { id } => *id,
         }
     }
@@ -218,7 +262,18 @@ pub enum ServerMsg<'a> {
         message: &'a str,
     },
     /// Messages of this channel may have been lost (the node's bus link was down).
-    Gap { channel: &'a str },
+    Gap {
+        channel: &'a str,
+    },
+    Join {
+        channel: &'a str,
+        client: &'a str,
+        info: JsonText,
+    },
+    Leave {
+        channel: &'a str,
+        client: &'a str,
+    },
 }
 
 /// What a successful reply carries besides its id, as fields of the `ok` object.
@@ -239,6 +294,22 @@ pub enum ReplyData {
         epoch: String,
         messages: Vec<HistoryItem>,
     },
+    /// A page of a channel's members; `cursor` asks for the next (absent at the end).
+    Presence {
+        clients: Vec<PresenceItem>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
+    Count {
+        count: u64,
+    },
+}
+
+/// One member in a `presence` reply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PresenceItem {
+    pub client: String,
+    pub info: JsonText,
 }
 
 /// One message in a `history` reply.

@@ -27,6 +27,12 @@ struct Wire {
     before: Option<rmpv::Value>,
     #[serde(default)]
     limit: Option<rmpv::Value>,
+    #[serde(default)]
+    info: Option<rmpv::Value>,
+    #[serde(default)]
+    cursor: Option<rmpv::Value>,
+    #[serde(default)]
+    join_leave: Option<rmpv::Value>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<rmpv::Value>, D::Error> {
@@ -55,16 +61,18 @@ pub(super) fn decode(payload: &[u8]) -> Result<Fields, Rejection> {
         rmpv::Value::String(s) => s.into_str().map_or(Field::WrongType, Field::Ok),
         _ => Field::WrongType,
     };
-    let data = match wire.data {
-        Some(value) => Some(to_json(&value).map_err(|e| {
-            let id = match &id {
-                Some(Field::Ok(id)) => Some(*id),
-                _ => None,
-            };
-            Rejection::new(id, ErrorCode::BadRequest, e.to_string())
-        })?),
-        None => None,
+    let known_id = match &id {
+        Some(Field::Ok(id)) => Some(*id),
+        _ => None,
     };
+    let json = |value: Option<rmpv::Value>| {
+        value
+            .map(|v| to_json(&v))
+            .transpose()
+            .map_err(|e| Rejection::new(known_id, ErrorCode::BadRequest, e.to_string()))
+    };
+    let data = json(wire.data)?;
+    let info = json(wire.info)?;
     Ok(Fields {
         id,
         op: wire.op.map(string),
@@ -76,6 +84,11 @@ pub(super) fn decode(payload: &[u8]) -> Result<Fields, Rejection> {
         since: wire.since.map(uint),
         before: wire.before.map(uint),
         limit: wire.limit.map(uint),
+        info,
+        cursor: wire.cursor.map(string),
+        join_leave: wire
+            .join_leave
+            .map(|v| v.as_bool().map_or(Field::WrongType, Field::Ok)),
     })
 }
 

@@ -20,6 +20,8 @@ fn decodes_every_op() {
             id: 1,
             channel: ch.clone(),
             recover: None,
+            info: None,
+            join_leave: false,
         })
     );
     assert_eq!(
@@ -175,6 +177,8 @@ fn decodes_recover_and_history() {
                 offset: 7,
                 epoch: "e1".into()
             }),
+            info: None,
+            join_leave: false,
         })
     );
     assert_eq!(

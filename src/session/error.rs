@@ -16,6 +16,10 @@ pub enum CommandError {
     PublishForbidden(String),
     #[error("namespace {0:?} keeps no history")]
     NoHistory(String),
+    #[error("namespace {0:?} keeps no presence")]
+    NoPresence(String),
+    #[error("presence info is larger than {0} bytes")]
+    InfoTooLarge(usize),
     #[error("data is too large")]
     TooLarge,
     #[error("publish rate limit reached; slow down")]
@@ -31,8 +35,10 @@ impl CommandError {
         match self {
             CommandError::Decode(rejection) => rejection.code,
             CommandError::UnknownNamespace(_) => ErrorCode::BadChannel,
-            CommandError::PublishForbidden(_) | CommandError::NoHistory(_) => ErrorCode::Forbidden,
-            CommandError::TooLarge => ErrorCode::TooLarge,
+            CommandError::PublishForbidden(_)
+            | CommandError::NoHistory(_)
+            | CommandError::NoPresence(_) => ErrorCode::Forbidden,
+            CommandError::TooLarge | CommandError::InfoTooLarge(_) => ErrorCode::TooLarge,
             CommandError::RateLimited => ErrorCode::RateLimited,
             CommandError::TooManySubscriptions(_) => ErrorCode::LimitExceeded,
             CommandError::Node(NodeError::Bus(_)) => ErrorCode::Unavailable,

@@ -8,6 +8,7 @@ mod error;
 mod history;
 mod info;
 mod ping;
+mod presence;
 mod publish;
 mod subscribe;
 mod unsubscribe;
@@ -57,11 +58,16 @@ impl Session {
         self.handshake.as_deref()
     }
 
+    /// This connection's id, as `welcome` and presence show it.
+    fn client_id(&self) -> String {
+        format!("{}-{}", self.node.id, self.conn.id)
+    }
+
     /// Establishes the connection: sends `welcome`, the first thing every client
     /// receives, and lets go of the handshake's details.
     pub fn start(&mut self) {
         self.handshake = None;
-        let client = format!("{}-{}", self.node.id, self.conn.id);
+        let client = self.client_id();
         self.send(&ServerMsg::Welcome {
             client: &client,
             node: &self.node.id,
@@ -89,8 +95,12 @@ impl Session {
     async fn execute(&mut self, cmd: Command) -> Result<Reply, CommandError> {
         match cmd {
             Command::Subscribe {
-                channel, recover, ..
-            } => self.subscribe(channel, recover).await,
+                channel,
+                recover,
+                info,
+                join_leave,
+                ..
+            } => self.subscribe(channel, recover, info, join_leave).await,
             Command::Unsubscribe { channel, .. } => self.unsubscribe(channel).await,
             Command::Publish { channel, data, .. } => self.publish(channel, data).await,
             Command::History {
@@ -100,6 +110,13 @@ impl Session {
                 limit,
                 ..
             } => self.history(channel, since, before, limit).await,
+            Command::Presence {
+                channel,
+                cursor,
+                limit,
+                ..
+            } => self.presence(channel, cursor, limit).await,
+            Command::PresenceCount { channel, .. } => self.presence_count(channel).await,
             Command::Ping { .. } => self.ping(),
         }
     }
@@ -134,7 +151,15 @@ impl Session {
     /// Leaves every channel; called once when the connection ends, however it ends.
     pub async fn end(mut self) {
         for channel in std::mem::take(&mut self.subscriptions) {
-            self.node.unsubscribe(&channel, self.conn.id).await;
+            self.leave(&channel).await;
+        }
+    }
+
+    /// Unsubscribes from a channel this session is subscribed to.
+    async fn leave(&self, channel: &ChannelName) {
+        self.node.unsubscribe(channel, self.conn.id).await;
+        if self.node.has_presence(channel) {
+            self.node.presence_leave(channel, &self.client_id()).await;
         }
     }
 }

@@ -9,7 +9,7 @@ impl Session {
         channel: ChannelName,
     ) -> Result<Reply, CommandError> {
         if self.subscriptions.remove(&channel) {
-            self.node.unsubscribe(&channel, self.conn.id).await;
+            self.leave(&channel).await;
         }
         Ok(None)
     }

@@ -8,8 +8,8 @@ mod sections;
 mod validate;
 
 pub use sections::{
-    Heartbeat, Limits, LogSettings, MetricsSettings, NamespacePolicy, OtelSettings, RedisSettings,
-    Shutdown,
+    Heartbeat, Limits, LogSettings, MetricsSettings, NamespacePolicy, OtelSettings,
+    PresenceSettings, RedisSettings, Shutdown,
 };
 
 use std::collections::BTreeMap;
@@ -91,6 +91,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub limits: Limits,
     pub heartbeat: Heartbeat,
+    pub presence: PresenceSettings,
     pub shutdown: Shutdown,
     /// Policy of channels without a namespace (no `:` in the name).
     pub default_namespace: NamespacePolicy,
@@ -114,6 +115,7 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             limits: Limits::default(),
             heartbeat: Heartbeat::default(),
+            presence: PresenceSettings::default(),
             shutdown: Shutdown::default(),
             default_namespace: NamespacePolicy::default(),
             namespaces: BTreeMap::from([("chat".into(), NamespacePolicy::chat())]),
@@ -133,7 +135,7 @@ pub enum SettingsError {
 }
 
 /// The top-level keys, as environment variables name them (`ROOMCAST_<KEY>[__<SUBKEY>]`).
-const TOP_LEVEL_KEYS: [&str; 15] = [
+const TOP_LEVEL_KEYS: [&str; 16] = [
     "otel",
     "metrics",
     "listen",
@@ -146,6 +148,7 @@ const TOP_LEVEL_KEYS: [&str; 15] = [
     "log",
     "limits",
     "heartbeat",
+    "presence",
     "shutdown",
     "default_namespace",
     "namespaces",
@@ -246,6 +249,10 @@ impl Settings {
 
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat.interval_ms)
+    }
+
+    pub fn presence_ttl(&self) -> Duration {
+        Duration::from_millis(self.presence.ttl_ms)
     }
 
     pub fn idle_timeout(&self) -> Duration {

@@ -101,6 +101,25 @@ pub struct Limits {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+pub struct PresenceSettings {
+    /// A member whose node stops refreshing it (the node died) is gone after this long;
+    /// nodes refresh their members every third of it.
+    pub ttl_ms: u64,
+    /// Largest `info` a client may attach to its presence, in bytes of JSON.
+    pub max_info_bytes: usize,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        Self {
+            ttl_ms: 30_000,
+            max_info_bytes: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct Heartbeat {
     /// The node sends a WebSocket ping this often.
     pub interval_ms: u64,
@@ -127,6 +146,9 @@ pub struct NamespacePolicy {
     pub history_size: usize,
     /// Seconds a channel's history is kept after its last message.
     pub history_ttl_s: u64,
+    /// Whether the channel's subscribers are listed (`presence`, `presence_count`) and
+    /// told when one joins or leaves.
+    pub presence: bool,
 }
 
 impl Default for NamespacePolicy {
@@ -135,17 +157,19 @@ impl Default for NamespacePolicy {
             publish: false,
             history_size: 0,
             history_ttl_s: 300,
+            presence: false,
         }
     }
 }
 
 impl NamespacePolicy {
-    /// The shipped `chat` namespace: clients publish, and the last 100 messages of each
-    /// room are kept for 5 minutes, so reconnecting clients miss nothing.
+    /// The shipped `chat` namespace: clients publish, the last 100 messages of each room
+    /// are kept for 5 minutes so reconnecting clients miss nothing, and rooms know who is in.
     pub fn chat() -> Self {
         Self {
             publish: true,
             history_size: 100,
+            presence: true,
             ..Self::default()
         }
     }

@@ -50,9 +50,13 @@ impl Settings {
         Ok(())
     }
 
+    /// Heartbeat and presence timing.
     fn check_heartbeat(&self) -> Checked {
         if self.heartbeat.interval_ms == 0 {
             return invalid("heartbeat.interval_ms", "must be at least 1");
+        }
+        if self.presence.ttl_ms < 300 {
+            return invalid("presence.ttl_ms", "must be at least 300");
         }
         if self.heartbeat.idle_timeout_ms <= self.heartbeat.interval_ms {
             return invalid(

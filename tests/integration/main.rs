@@ -5,6 +5,7 @@ mod examples;
 mod fanout;
 mod http;
 mod limits;
+mod presence;
 mod protocol;
 mod recovery;
 mod redis_failures;

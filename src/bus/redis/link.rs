@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::{Ctl, LinkHandle, Shared};
 use crate::bus::BusError;
-use crate::bus::envelope::Envelope;
+use crate::bus::envelope::Incoming;
 use crate::bus::probe::Probe;
 use crate::bus::supervisor::{Link, Lost};
 use crate::channel::ChannelName;
@@ -212,20 +212,29 @@ enum Invalid {
 }
 
 fn receive(shared: &Shared, msg: &redis::Msg) {
-    shared.metrics.messages_received.inc();
     let name = msg.get_channel_name();
     let parsed = name
         .strip_prefix(&shared.prefix)
         .ok_or(Invalid::Prefix)
         .and_then(|raw| Ok(ChannelName::parse(raw)?))
-        .and_then(|channel| Ok((channel, Envelope::decode(msg.get_payload_bytes())?)));
+        .and_then(|channel| Ok((channel, Incoming::decode(msg.get_payload_bytes())?)));
     match parsed {
-        Ok((channel, envelope)) => {
+        Ok((channel, incoming)) => {
             if let Some(events) = shared.events.upgrade() {
-                events.message(channel, envelope);
+                match incoming {
+                    Incoming::Message(envelope) => {
+                        shared.metrics.messages_received.inc();
+                        events.message(channel, envelope);
+                    }
+                    Incoming::Presence(event) => {
+                        shared.metrics.presence_events.inc();
+                        events.presence(channel, event);
+                    }
+                }
             }
         }
         Err(error) => {
+            shared.metrics.messages_received.inc();
             shared.metrics.dropped(DropReason::InvalidEnvelope, 1);
             let now = crate::clock::unix_micros() / 1_000_000;
             if shared.last_invalid_log.swap(now, Ordering::Relaxed) != now {

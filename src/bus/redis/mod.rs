@@ -5,6 +5,7 @@
 
 mod history;
 mod link;
+mod presence;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

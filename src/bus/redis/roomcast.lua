@@ -8,6 +8,8 @@
 -- the pub/sub channel, and FCALL is routed there by KEYS[1]:
 --   {roomcast:chat:lobby}:s  a stream: one entry per message, id "<offset>-0", field e = envelope
 --   {roomcast:chat:lobby}:m  a hash: epoch, top (last offset), size, ttl
+--   {roomcast:chat:lobby}:p  a hash: client id -> its presence info (JSON text)
+--   {roomcast:chat:lobby}:z  a sorted set: client id -> when its presence expires (ms)
 --
 -- Every message on a channel with history gets a strictly increasing offset. The epoch
 -- names one unbroken history: when the metadata is gone (expired, evicted, or Redis
@@ -96,5 +98,106 @@ local function history(keys, args)
   return out
 end
 
+-- Presence. Each node refreshes its own clients' entries; an entry not refreshed within its
+-- TTL (its node died) expires, and whoever next touches the channel removes it and tells
+-- the channel. Join and leave travel on the channel itself, so every subscriber gets each
+-- once, whatever the number of nodes.
+
+local function presence_keys(channel)
+  return '{' .. channel .. '}:p', '{' .. channel .. '}:z'
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function announce(channel, kind, client, info)
+  redis.call('PUBLISH', channel, cmsgpack.pack({ v = LIBRARY_VERSION, k = kind, c = client, i = info }))
+end
+
+local function keep_for(key, ttl)
+  if redis.call('PTTL', key) < ttl then
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+
+-- Removes at most `limit` expired entries, telling the channel each one left.
+local function sweep(channel, entries, expiry, limit)
+  local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', now_ms(), 'LIMIT', 0, limit)
+  for _, client in ipairs(gone) do
+    redis.call('ZREM', expiry, client)
+    redis.call('HDEL', entries, client)
+    announce(channel, 'leave', client, 'null')
+  end
+end
+
+-- FCALL roomcast_presence_join 1 <channel> <ttl_ms> <client> <info>
+local function presence_join(keys, args)
+  local entries, expiry = presence_keys(keys[1])
+  local ttl, client, info = tonumber(args[1]), args[2], args[3]
+  local new = redis.call('ZADD', expiry, now_ms() + ttl, client)
+  redis.call('HSET', entries, client, info)
+  keep_for(entries, ttl)
+  keep_for(expiry, ttl)
+  if new == 1 then
+    announce(keys[1], 'join', client, info)
+  end
+  return new
+end
+
+-- FCALL roomcast_presence_leave 1 <channel> <client>
+local function presence_leave(keys, args)
+  local entries, expiry = presence_keys(keys[1])
+  local gone = redis.call('ZREM', expiry, args[1])
+  redis.call('HDEL', entries, args[1])
+  if gone == 1 then
+    announce(keys[1], 'leave', args[1], 'null')
+  end
+  return gone
+end
+
+-- FCALL roomcast_presence_refresh 1 <channel> <ttl_ms> <client1> <info1> ...
+-- A node's periodic refresh of its own clients (re-adding any that Redis forgot), and a
+-- sweep of entries that expired.
+local function presence_refresh(keys, args)
+  local entries, expiry = presence_keys(keys[1])
+  local ttl = tonumber(args[1])
+  local until_ms = now_ms() + ttl
+  for i = 2, #args - 1, 2 do
+    redis.call('ZADD', expiry, until_ms, args[i])
+    redis.call('HSET', entries, args[i], args[i + 1])
+  end
+  keep_for(entries, ttl)
+  keep_for(expiry, ttl)
+  sweep(keys[1], entries, expiry, 1000)
+  return 1
+end
+
+-- FCALL roomcast_presence 1 <channel> <cursor> <count>
+-- One page: {next cursor ("0" when done), client1, info1, ...}.
+local function presence_page(keys, args)
+  local entries, expiry = presence_keys(keys[1])
+  sweep(keys[1], entries, expiry, 1000)
+  local page = redis.call('HSCAN', entries, args[1], 'COUNT', tonumber(args[2]))
+  local out = { page[1] }
+  for _, v in ipairs(page[2]) do
+    out[#out + 1] = v
+  end
+  return out
+end
+
+-- FCALL roomcast_presence_count 1 <channel>: members whose entry has not expired; cheap
+-- (a sorted-set range count) however large the room.
+local function presence_count(keys, args)
+  local _, expiry = presence_keys(keys[1])
+  return redis.call('ZCOUNT', expiry, '(' .. now_ms(), '+inf')
+end
+
 redis.register_function('roomcast_publish', publish)
 redis.register_function('roomcast_history', history)
+redis.register_function('roomcast_presence_join', presence_join)
+redis.register_function('roomcast_presence_leave', presence_leave)
+redis.register_function('roomcast_presence_refresh', presence_refresh)
+redis.register_function('roomcast_presence', presence_page)
+redis.register_function('roomcast_presence_count', presence_count)
