@@ -47,6 +47,7 @@
       this.channels = new Set();
       /** channel -> {offset, epoch}: where each channel with history got to. */
       this.positions = new Map();
+      this._options = new Map();
       this.welcome = null;
       this._ws = null;
       this._nextId = 1;
@@ -60,7 +61,8 @@
 
     /** Registers a handler: "open" (welcome), "message", "close" ({code, reason}),
      *  "error", "reconnecting" ({delayMs, attempt}), "gap" ({channel}: messages may have
-     *  been missed, refetch). */
+     *  been missed, refetch), "join" and "leave" ({channel, client, info}: presence, for
+     *  subscriptions made with `joinLeave`). */
     on(event, handler) {
       if (!this._handlers.has(event)) this._handlers.set(event, new Set());
       this._handlers.get(event).add(handler);
@@ -97,9 +99,11 @@
     }
 
     /** Resolves with the reply: on channels with history `{offset, epoch}` (and
-     *  `recovered` when it resumed from a known position). */
-    subscribe(channel) {
+     *  `recovered` when it resumed from a known position). Options: `info` (shown in the
+     *  channel's presence), `joinLeave` (receive "join" and "leave" events). */
+    subscribe(channel, options) {
       this.channels.add(channel);
+      this._options.set(channel, options || {});
       if (!this.connected) return Promise.resolve({ queued: true });
       return this._subscribe(channel).catch((err) => {
         this.channels.delete(channel);
@@ -109,6 +113,9 @@
 
     _subscribe(channel) {
       const body = { op: "subscribe", channel };
+      const options = this._options.get(channel) || {};
+      if (options.info !== undefined) body.info = options.info;
+      if (options.joinLeave) body.join_leave = true;
       const known = this.positions.get(channel);
       if (known) body.recover = { offset: known.offset, epoch: known.epoch };
       return this._request(body).then((reply) => {
@@ -116,6 +123,17 @@
         if (known && reply.recovered === false) this._emit("gap", { channel, op: "gap" });
         return reply;
       });
+    }
+
+    /** A page of a channel's members, `{clients: [{client, info}], cursor}`; pass the
+     *  cursor back for the next page. */
+    presence(channel, options) {
+      return this._request(Object.assign({ op: "presence", channel }, options || {}));
+    }
+
+    /** How many members a channel has: `{count}`. */
+    presenceCount(channel) {
+      return this._request({ op: "presence_count", channel });
     }
 
     /** History of a channel, oldest first: `{limit, since, before}` all optional. */
@@ -126,6 +144,7 @@
     unsubscribe(channel) {
       this.channels.delete(channel);
       this.positions.delete(channel);
+      this._options.delete(channel);
       if (!this.connected) return Promise.resolve({ queued: true });
       return this._request({ op: "unsubscribe", channel });
     }

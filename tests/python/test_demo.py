@@ -13,6 +13,10 @@ def log_lines(driver):
     return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#log li")]
 
 
+def member_names(driver):
+    return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#members li")]
+
+
 def join(driver, nick):
     wait_for(driver, lambda d: d.find_element(By.ID, "status").text.startswith("connected"), what="connected")
     driver.find_element(By.ID, "nick").send_keys(nick)
@@ -43,6 +47,7 @@ def test_two_tabs_chat_and_survive_a_node_restart(node, browser):
     say(browser, "hello bob")
     browser.switch_to.window(tab_b)
     wait_for(browser, lambda d: "alice: hello bob" in log_lines(d), what="alice's message in tab b")
+    wait_for(browser, lambda d: member_names(d) == ["alice", "bob"], what="both in the member list")
 
     # A page that joins later (or a reload) shows the conversation so far, from history,
     # each line once.
@@ -74,6 +79,7 @@ def test_two_tabs_chat_and_survive_a_node_restart(node, browser):
     browser.close()
     browser.switch_to.window(tab_a)
     wait_for(browser, lambda d: "bob left" in log_lines(d), what="bob left")
+    wait_for(browser, lambda d: member_names(d) == ["alice"], what="bob gone from the member list")
 
 
 def test_plain_websocket_from_the_readme(node, browser):
