@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::StreamPosition;
 use crate::channel::ChannelName;
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::CloseCode;
@@ -75,6 +76,11 @@ struct Queue {
     /// Live messages of a channel whose history is being replayed to this connection,
     /// kept back until the replay is queued. They count against the queue's bounds.
     held: Option<Held>,
+    /// Replays whose live side has not caught up yet: the history read may have seen
+    /// messages that are still on their way here through pub/sub. Until the first live
+    /// message past the replay arrives, those at or before it are dropped. Empty but for
+    /// the moments after a subscribe on a channel with history.
+    seams: Vec<(ChannelName, StreamPosition)>,
 }
 
 struct Held {
@@ -88,7 +94,24 @@ struct Held {
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
     pub channel: &'a ChannelName,
-    pub offset: Option<u64>,
+    pub position: Option<&'a StreamPosition>,
+}
+
+impl Queue {
+    /// Whether a live message is one a replay already covered; the first one past the
+    /// replay closes the seam.
+    fn past_seam(&mut self, origin: Origin<'_>) -> bool {
+        let Some(at) = self.seams.iter().position(|(c, _)| c == origin.channel) else {
+            return false;
+        };
+        let covered = origin.position.is_some_and(|p| {
+            p.epoch == self.seams[at].1.epoch && p.offset <= self.seams[at].1.offset
+        });
+        if !covered {
+            self.seams.swap_remove(at);
+        }
+        covered
+    }
 }
 
 /// What the writer should do next.
@@ -137,6 +160,12 @@ impl Conn {
         if q.close.is_some() {
             return Err(PushError::Closed);
         }
+        if let Some(origin) = origin
+            && !q.seams.is_empty()
+            && q.past_seam(origin)
+        {
+            return Ok(());
+        }
         let (held_frames, held_bytes) = q
             .held
             .as_ref()
@@ -159,7 +188,8 @@ impl Conn {
             && held.channel == *origin.channel
         {
             held.bytes += outgoing.frame.len();
-            held.frames.push((origin.offset, outgoing));
+            held.frames
+                .push((origin.position.map(|p| p.offset), outgoing));
             return Ok(());
         }
         q.bytes += outgoing.frame.len();
@@ -182,18 +212,26 @@ impl Conn {
 
     /// Queues the held messages whose offset is past `after` (and those without an
     /// offset), and stops holding. Those at or before `after` were replayed already, or
-    /// precede where the subscription starts.
-    pub fn release(&self, after: Option<u64>) {
+    /// precede where the subscription starts; any still on their way are dropped when
+    /// they come (see `seams`).
+    pub fn release(&self, after: Option<&StreamPosition>) {
         let mut q = self.state.lock();
         let Some(held) = q.held.take() else { return };
         let mut queued = 0;
+        let mut caught_up = false;
         for (offset, outgoing) in held.frames {
-            if offset.is_some() && offset <= after {
-                continue;
+            if let (Some(offset), Some(after)) = (offset, after) {
+                if offset <= after.offset {
+                    continue;
+                }
+                caught_up = true;
             }
             q.bytes += outgoing.frame.len();
             q.frames.push_back(outgoing);
             queued += 1;
+        }
+        if let (Some(after), false) = (after, caught_up) {
+            q.seams.push((held.channel, after.clone()));
         }
         drop(q);
         if queued > 0 {
@@ -348,5 +386,37 @@ mod tests {
             conn.next_batch().await,
             Batch::Close(CloseCode::SlowConsumer)
         ));
+    }
+
+    #[tokio::test]
+    async fn held_messages_past_the_replay_are_released_and_late_ones_dropped() {
+        let conn = conn(1 << 20, 100);
+        let ch = ChannelName::parse("c").unwrap();
+        let other = ChannelName::parse("o").unwrap();
+        let at = |offset| StreamPosition {
+            offset,
+            epoch: "e".into(),
+        };
+        let live = |c: &Conn, ch: &ChannelName, offset: u64| {
+            let position = at(offset);
+            let origin = Origin {
+                channel: ch,
+                position: Some(&position),
+            };
+            c.push_message(Bytes::from(offset.to_string()), 0, Some(origin))
+        };
+        conn.hold(&ch);
+        live(&conn, &ch, 5).unwrap(); // replayed below: dropped at release
+        live(&conn, &other, 1).unwrap(); // another channel is not held
+        conn.push(Bytes::from_static(b"replay")).unwrap();
+        conn.release(Some(&at(5)));
+        live(&conn, &ch, 4).unwrap(); // still on its way when the replay was read
+        live(&conn, &ch, 6).unwrap(); // past the replay: the seam closes
+        live(&conn, &ch, 5).unwrap(); // cannot happen in order; delivered, not guessed at
+        let Batch::Frames(frames) = conn.next_batch().await else {
+            panic!("frames")
+        };
+        let got: Vec<&[u8]> = frames.iter().map(|o| &o.frame[..]).collect();
+        assert_eq!(got, [&b"1"[..], b"replay", b"6", b"5"]);
     }
 }

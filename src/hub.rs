@@ -120,11 +120,15 @@ impl Hub {
             .and_then(|entry| entry.last.lock().clone())
     }
 
-    /// Records that `channel` is at `position` here, unless it is already further on in
-    /// the same epoch (a subscriber's read may finish after newer messages went out).
-    pub fn note_position(&self, channel: &ChannelName, position: &StreamPosition) {
+    /// Starts `channel`'s position here, where nothing was delivered on it yet: the point
+    /// its first subscriber starts from. Never moves a known position: older subscribers
+    /// may still be waiting for messages the read already saw.
+    pub fn start_position(&self, channel: &ChannelName, position: &StreamPosition) {
         if let Some(entry) = self.shard(channel).read().get(channel) {
-            advance(&entry.last, position);
+            let mut last = entry.last.lock();
+            if last.is_none() {
+                *last = Some(position.clone());
+            }
         }
     }
 
@@ -147,12 +151,16 @@ impl Hub {
         };
         let mut origin = None;
         if let Push::Message { position, .. } = push {
-            if let Some(position) = position {
-                advance(&entry.last, position);
+            if let Some(position) = position
+                && !advance(&entry.last, position)
+            {
+                // Already delivered here: pub/sub brought it after a recovery read did.
+                self.metrics.dropped(DropReason::Duplicate, 1);
+                return FanOut::default();
             }
             origin = Some(Origin {
                 channel,
-                offset: position.map(|p| p.offset),
+                position: *position,
             });
         }
         let to = match push {
@@ -195,7 +203,9 @@ impl Hub {
     }
 }
 
-fn advance(last: &Mutex<Option<StreamPosition>>, position: &StreamPosition) {
+/// Moves a channel's position to `position`; false when it is not past the one there (in
+/// the same epoch): that message was delivered already.
+fn advance(last: &Mutex<Option<StreamPosition>>, position: &StreamPosition) -> bool {
     let mut last = last.lock();
     let behind = match &*last {
         Some(at) => at.epoch != position.epoch || at.offset < position.offset,
@@ -204,6 +214,7 @@ fn advance(last: &Mutex<Option<StreamPosition>>, position: &StreamPosition) {
     if behind {
         *last = Some(position.clone());
     }
+    behind
 }
 
 #[cfg(test)]
@@ -268,5 +279,34 @@ mod tests {
             "frame bytes are shared within a wire format"
         );
         assert_ne!(fa[0].frame, fp[0].frame, "each format has its own frame");
+    }
+
+    #[test]
+    fn a_message_delivered_already_is_dropped() {
+        let hub = hub();
+        let ch = ChannelName::parse("c").unwrap();
+        let a = conn(Codec::Json, 16);
+        hub.add(&ch, &a);
+        let at = |offset| crate::bus::StreamPosition {
+            offset,
+            epoch: "e".into(),
+        };
+        let push = |position| Push::Message {
+            channel: &ch,
+            data: b"1",
+            position: Some(position),
+        };
+        hub.start_position(&ch, &at(3));
+        hub.start_position(&ch, &at(9)); // a later read never moves a known position
+        let (three, four) = (at(3), at(4));
+        assert_eq!(hub.fan_out(&ch, &push(&three), 0).queued, 0, "at the start");
+        assert_eq!(hub.fan_out(&ch, &push(&four), 0).queued, 1);
+        assert_eq!(hub.fan_out(&ch, &push(&four), 0).queued, 0, "again");
+        let other_epoch = crate::bus::StreamPosition {
+            offset: 1,
+            epoch: "f".into(),
+        };
+        assert_eq!(hub.fan_out(&ch, &push(&other_epoch), 0).queued, 1);
+        assert_eq!(hub.last_position(&ch), Some(other_epoch));
     }
 }

@@ -90,6 +90,7 @@ fn start_workers(plan: &Plan) -> anyhow::Result<(Vec<Worker>, Reports)> {
             rooms: sc.rooms(),
             sources: plan.sources.clone(),
             churn_per_s: sc.churn_per_s,
+            resume: sc.resume,
             connect_concurrency: 512,
         };
         let mut child = Command::new(&exe)

@@ -24,6 +24,8 @@ enum Sink {
     Redis {
         conn: redis::aio::MultiplexedConnection,
         prefix: String,
+        /// FCALL roomcast_publish (kept in history) rather than PUBLISH.
+        history: bool,
     },
     Ws {
         write: tokio::net::tcp::OwnedWriteHalf,
@@ -49,11 +51,12 @@ impl Publisher {
         // `{"s":…,"t":…,"p":"…"}` with s and t at their widths comes to about 50 bytes.
         let pad = "x".repeat(sc.payload_bytes.saturating_sub(50));
         let sink = match sc.publish_via {
-            PublishVia::Redis => Sink::Redis {
+            PublishVia::Redis | PublishVia::History => Sink::Redis {
                 conn: redis::Client::open(redis_url)?
                     .get_multiplexed_async_connection()
                     .await?,
                 prefix: prefix.to_string(),
+                history: sc.publish_via == PublishVia::History,
             },
             PublishVia::Ws => {
                 let target = Target::parse(&targets[0])?;
@@ -106,11 +109,19 @@ impl Publisher {
                 })
                 .collect();
             match &mut self.sink {
-                Sink::Redis { conn, prefix } => {
+                Sink::Redis {
+                    conn,
+                    prefix,
+                    history,
+                } => {
                     let mut pipe = redis::pipe();
                     for (ch, data) in &batch {
-                        pipe.cmd("PUBLISH")
-                            .arg(format!("{prefix}:{ch}"))
+                        let cmd = if *history {
+                            pipe.cmd("FCALL").arg("roomcast_publish").arg(1)
+                        } else {
+                            pipe.cmd("PUBLISH")
+                        };
+                        cmd.arg(format!("{prefix}:{ch}"))
                             .arg(format!(r#"{{"data":{data}}}"#))
                             .ignore();
                     }

@@ -28,6 +28,10 @@ pub struct Scenario {
     /// Share of connections that disconnect and reconnect every second (churn scenario).
     #[serde(default)]
     pub churn_per_s: f64,
+    /// With churn: reconnect to another node and recover from the last message received
+    /// (resume scenario), staying in the loss and duplicate accounting.
+    #[serde(default)]
+    pub resume: bool,
 }
 
 fn default_payload() -> usize {
@@ -42,6 +46,8 @@ pub enum PublishVia {
     Redis,
     /// A WebSocket client publishing through the first target node.
     Ws,
+    /// `FCALL roomcast_publish` on Redis: the backend path into channel history.
+    History,
 }
 
 impl Scenario {
@@ -67,6 +73,10 @@ impl Scenario {
         anyhow::ensure!(
             (0.0..=0.5).contains(&self.churn_per_s),
             "churn_per_s must be 0..=0.5"
+        );
+        anyhow::ensure!(
+            !self.resume || (self.churn_per_s > 0.0 && self.publish_via == PublishVia::History),
+            "resume needs churn_per_s > 0 and publish_via = \"history\""
         );
         anyhow::ensure!(
             self.payload_bytes <= 60_000,

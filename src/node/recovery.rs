@@ -72,12 +72,12 @@ impl Node {
                 recovered: recover.map(|_| false),
             });
         };
-        self.hub.note_position(channel, &page.top);
+        self.hub.start_position(channel, &page.top);
         let recovered = from.map(|from| page.continues(&from));
         if recovered == Some(true) {
             self.replay_to(conn, channel, &page);
         }
-        conn.release(Some(page.top.offset));
+        conn.release(Some(&page.top));
         Ok(Subscribed {
             position: Some(page.top),
             recovered,

@@ -32,6 +32,8 @@ pub struct WorkerConfig {
     /// Loopback source addresses to spread sockets over (empty: let the kernel choose).
     pub sources: Vec<IpAddr>,
     pub churn_per_s: f64,
+    /// Churned connections come back on another node and recover (resume scenario).
+    pub resume: bool,
     pub connect_concurrency: usize,
 }
 
@@ -211,7 +213,7 @@ async fn collect(
         ..Default::default()
     };
     for (slot, room) in slots {
-        let s = *slot.lock().await;
+        let s = slot.lock().await.clone();
         if s.churned {
             continue;
         }

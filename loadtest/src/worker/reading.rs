@@ -17,14 +17,20 @@ use crate::client::{self, Target, WsClient};
 use crate::stats::{self, Hist};
 
 /// Per-connection bookkeeping, updated by its reader task.
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 pub(super) struct ConnStats {
     pub received: u64,
     pub dups: u64,
     pub ooo: u64,
     last: Option<u64>,
+    /// Where the channel got to (offset, epoch), on channels with history: what a
+    /// resuming connection recovers from.
+    pub position: Option<(u64, String)>,
     /// Left the loss accounting (churned: it was away on purpose for a while).
     pub churned: bool,
+    /// Which reader records into this slot: a resumed connection's new reader bumps it,
+    /// so the old one (aborted, but maybe still draining its buffer) records nothing more.
+    generation: u64,
 }
 
 pub(super) struct Shared {
@@ -77,10 +83,14 @@ struct Data {
 }
 
 #[derive(Deserialize)]
-struct Pushed {
-    op: String,
+struct Pushed<'a> {
+    op: &'a str,
     #[serde(default)]
     data: Option<Data>,
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(default, borrow)]
+    epoch: Option<&'a str>,
 }
 
 pub(super) async fn read_loop(
@@ -89,13 +99,14 @@ pub(super) async fn read_loop(
     shared: Arc<Shared>,
     shard: usize,
 ) {
+    let generation = slot.lock().await.generation;
     loop {
         let (op, payload) = match c.read.next().await {
             Ok(Some(f)) => f,
             Ok(None) | Err(_) => return shared.ended("eof".into()).await,
         };
         match op {
-            1 => record(&payload, &slot, &shared, shard).await,
+            1 => record(&payload, &slot, &shared, shard, generation).await,
             9 if c
                 .write
                 .write_all(&client::pong_frame(&payload))
@@ -112,7 +123,13 @@ pub(super) async fn read_loop(
 
 /// Accounts one text frame: a `message` push is checked against the connection's last
 /// sequence number and its latency recorded against its scheduled send time.
-async fn record(payload: &[u8], slot: &Mutex<ConnStats>, shared: &Shared, shard: usize) {
+async fn record(
+    payload: &[u8],
+    slot: &Mutex<ConnStats>,
+    shared: &Shared,
+    shard: usize,
+    generation: u64,
+) {
     let Ok(msg) = serde_json::from_slice::<Pushed>(payload) else {
         return;
     };
@@ -120,10 +137,19 @@ async fn record(payload: &[u8], slot: &Mutex<ConnStats>, shared: &Shared, shard:
         return;
     };
     let now = stats::now_ns();
-    shared.received.fetch_add(1, Ordering::Relaxed);
     {
         let mut s = slot.lock().await;
+        if s.generation != generation {
+            return;
+        }
+        shared.received.fetch_add(1, Ordering::Relaxed);
         s.received += 1;
+        if let (Some(offset), Some(epoch)) = (msg.offset, msg.epoch) {
+            match &mut s.position {
+                Some((at, known)) if known == epoch => *at = offset,
+                _ => s.position = Some((offset, epoch.to_string())),
+            }
+        }
         match s.last {
             Some(last) if data.s == last => s.dups += 1,
             Some(last) if data.s < last => s.ooo += 1,
@@ -142,7 +168,9 @@ async fn record(payload: &[u8], slot: &Mutex<ConnStats>, shared: &Shared, shard:
 }
 
 /// Every second, closes a share of the (not yet churned) connections and opens new ones in
-/// their place, subscribed to the same room. Returns (reconnects, failures).
+/// their place, subscribed to the same room. Plain churn takes them out of the loss
+/// accounting; resume brings them back on another node, recovering from where they got
+/// to, and keeps counting them. Returns (reconnects, failures).
 pub(super) async fn churn_loop(
     config: WorkerConfig,
     targets: Vec<Target>,
@@ -158,28 +186,32 @@ pub(super) async fn churn_loop(
     while !shared.stopping.load(Ordering::Relaxed) {
         tick.tick().await;
         for _ in 0..per_tick {
-            if next >= slots.len() || shared.stopping.load(Ordering::Relaxed) {
+            if shared.stopping.load(Ordering::Relaxed) {
                 break;
             }
-            let i = config.first + next;
-            slots[next].lock().await.churned = true;
-            aborts[next].abort();
-            next += 1;
-            let target = &targets[i % targets.len()];
-            let source = source_for(&config.sources, i);
-            let reconnected = async {
-                let mut c = client::connect(target, source, Duration::from_secs(10)).await?;
-                subscribe(&mut c, i % config.rooms).await?;
-                anyhow::Ok(c)
+            if next >= slots.len() {
+                if !config.resume {
+                    break;
+                }
+                next = 0;
             }
-            .await;
-            match reconnected {
+            let i = config.first + next;
+            aborts[next].abort();
+            let slot = if config.resume {
+                slots[next].clone()
+            } else {
+                slots[next].lock().await.churned = true;
+                Arc::new(Mutex::new(ConnStats {
+                    churned: true,
+                    ..Default::default()
+                }))
+            };
+            next += 1;
+            match reconnect(&config, &targets, i, &slot, &shared).await {
                 Ok(c) => {
                     ok += 1;
-                    let slot = Arc::new(Mutex::new(ConnStats {
-                        churned: true,
-                        ..Default::default()
-                    }));
+                    // Resumed readers are not aborted again: each connection resumes once
+                    // per pass over the slots, and a pass takes longer than a run.
                     tokio::spawn(read_loop(c, slot, shared.clone(), i % SHARDS));
                 }
                 Err(_) => failed += 1,
@@ -187,4 +219,62 @@ pub(super) async fn churn_loop(
         }
     }
     (ok, failed)
+}
+
+/// A new connection for global index `i`: to another node when resuming, recovering from
+/// the slot's position.
+async fn reconnect(
+    config: &WorkerConfig,
+    targets: &[Target],
+    i: usize,
+    slot: &Mutex<ConnStats>,
+    shared: &Shared,
+) -> anyhow::Result<WsClient> {
+    let hop = usize::from(config.resume);
+    let target = &targets[(i + hop) % targets.len()];
+    let source = source_for(&config.sources, i);
+    let mut c = client::connect(target, source, Duration::from_secs(10)).await?;
+    if !config.resume {
+        subscribe(&mut c, i % config.rooms).await?;
+        return Ok(c);
+    }
+    // Retire the old reader and take the position it got to, in one step.
+    let (from, generation) = {
+        let mut s = slot.lock().await;
+        s.generation += 1;
+        (s.position.clone(), s.generation)
+    };
+    let recover = match &from {
+        Some((offset, epoch)) => format!(r#","recover":{{"offset":{offset},"epoch":"{epoch}"}}"#),
+        None => String::new(),
+    };
+    let req = format!(
+        r#"{{"id":1,"op":"subscribe","channel":"{}"{recover}}}"#,
+        crate::scenario::channel(i % config.rooms)
+    );
+    c.write
+        .write_all(&client::text_frame(req.as_bytes()))
+        .await?;
+    // The recovered messages come before the reply: they count like any other.
+    loop {
+        let (op, payload) = tokio::time::timeout(Duration::from_secs(30), c.read.next())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("closed while resuming"))?;
+        if op == 8 {
+            anyhow::bail!("closed: {}", close_code(&payload));
+        }
+        if op != 1 {
+            continue;
+        }
+        if payload.starts_with(br#"{"op":"ok""#) {
+            let reply = String::from_utf8_lossy(&payload);
+            anyhow::ensure!(
+                from.is_none() || reply.contains(r#""recovered":true"#),
+                "not recovered: {reply}"
+            );
+            return Ok(c);
+        }
+        anyhow::ensure!(!payload.starts_with(br#"{"op":"error""#), "refused");
+        record(&payload, slot, shared, i % SHARDS, generation).await;
+    }
 }

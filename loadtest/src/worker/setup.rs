@@ -98,6 +98,7 @@ async fn joined<T>(handles: Vec<tokio::task::JoinHandle<Option<T>>>) -> Vec<T> {
     out
 }
 
+/// Subscribes to a room and waits for the reply.
 pub(super) async fn subscribe(c: &mut WsClient, room: usize) -> anyhow::Result<()> {
     let req = format!(
         r#"{{"id":1,"op":"subscribe","channel":"{}"}}"#,
