@@ -50,6 +50,10 @@ struct RunArgs {
     /// Override the scenario's publish rate, messages/s
     #[arg(long)]
     rate: Option<f64>,
+    /// Override the scenario's publish path: redis (PUBLISH), history (FCALL
+    /// roomcast_publish, kept in the channel's history) or ws (a client of the first node)
+    #[arg(long, value_name = "redis|history|ws")]
+    via: Option<String>,
     /// Redis the publisher uses (backend path)
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
@@ -96,6 +100,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(r) = args.rate {
         scenario.rate = r;
+    }
+    if let Some(via) = &args.via {
+        scenario.publish_via = toml::Value::String(via.clone())
+            .try_into()
+            .with_context(|| format!("--via {via}: expected redis, history or ws"))?;
     }
     scenario.validate()?;
     for t in &args.targets {

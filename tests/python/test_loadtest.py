@@ -31,3 +31,22 @@ def test_fanout_smoke_over_three_nodes(tmp_path):
     assert len(summary["nodes"]) == 3 and summary["rss_bytes_per_connection"] is not None
     assert (out / "report.md").exists()
     assert (out / "latency.svg").read_text().startswith("<svg")
+
+
+def test_resume_loses_and_duplicates_nothing(tmp_path):
+    """Clients keep reconnecting to other nodes and recovering, under steady publishing."""
+    env = dict(os.environ,
+               ROOMCAST_BIN=roomcast_bin(),
+               LOADTEST_BIN=str(Path(roomcast_bin()).parent / "roomcast-loadtest"))
+    out = tmp_path / "report"
+    run = subprocess.run([str(ROOT / "loadtest/run-local.sh"), "resume", "--connections", "600", "--nodes", "3",
+                          "--duration", "6", "--rate", "60", "--out", str(out), "--quiet"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["connected"] == 600 and summary["connect_failures"] == 0
+    assert summary["churn_reconnects"] >= 150 and summary["churn_failures"] == 0, summary
+    assert summary["expected"] > 0
+    assert summary["lost"] == 0
+    assert summary["duplicates"] == 0
+    assert summary["out_of_order"] == 0
