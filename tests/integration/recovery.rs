@@ -184,7 +184,7 @@ async fn a_cut_redis_link_loses_nothing_for_clients_that_stay() {
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    proxy.freeze();
+    proxy.cut_for(Duration::from_secs(2));
     for expected in 0..N {
         let msg = sub.recv().await;
         assert_eq!(msg["op"], "message", "no gap, no reconnect: {msg}");
@@ -194,6 +194,10 @@ async fn a_cut_redis_link_loses_nothing_for_clients_that_stay() {
     assert!(
         node.node.metrics.bus_probe_failures.get() >= 1,
         "the link was cut"
+    );
+    assert!(
+        node.node.metrics.bus_reconnects.get() >= 2,
+        "reconnects were refused while it was cut"
     );
     assert!(
         node.node.metrics.recovered_messages.get() >= 1,

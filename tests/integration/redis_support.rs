@@ -170,6 +170,14 @@ impl Drop for RedisServer {
 pub struct DeafProxy {
     pub addr: SocketAddr,
     epoch: Arc<AtomicU64>,
+    /// New connections are dropped at once until this instant (ms since the epoch).
+    refuse_until: Arc<AtomicU64>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl DeafProxy {
@@ -178,8 +186,14 @@ impl DeafProxy {
         let addr = listener.local_addr().unwrap();
         let epoch = Arc::new(AtomicU64::new(0));
         let current = Arc::clone(&epoch);
+        let refuse_until = Arc::new(AtomicU64::new(0));
+        let refusing = Arc::clone(&refuse_until);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if now_ms() < refusing.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
                     continue;
                 };
@@ -190,7 +204,11 @@ impl DeafProxy {
                 tokio::spawn(pipe(sr, cw, Arc::clone(&current), born));
             }
         });
-        Self { addr, epoch }
+        Self {
+            addr,
+            epoch,
+            refuse_until,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -199,6 +217,13 @@ impl DeafProxy {
 
     pub fn freeze(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Cuts the link for `how_long`: open connections go deaf, new ones are refused.
+    pub fn cut_for(&self, how_long: Duration) {
+        self.refuse_until
+            .store(now_ms() + how_long.as_millis() as u64, Ordering::SeqCst);
+        self.freeze();
     }
 }
 

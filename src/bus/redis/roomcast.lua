@@ -194,6 +194,13 @@ local function presence_count(keys, args)
   return redis.call('ZCOUNT', expiry, '(' .. now_ms(), '+inf')
 end
 
+-- FCALL roomcast_version 0: the library's version. An incompatible change to a function's
+-- arguments or replies gets a new function name; this number says which set is loaded.
+redis.register_function{
+  function_name = 'roomcast_version',
+  callback = function() return LIBRARY_VERSION end,
+  flags = { 'no-writes' },
+}
 redis.register_function('roomcast_publish', publish)
 redis.register_function('roomcast_history', history)
 redis.register_function('roomcast_presence_join', presence_join)
