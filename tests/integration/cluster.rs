@@ -42,6 +42,19 @@ pub async fn node_on(url: &str, id: &str) -> TestNode {
     .await
 }
 
+/// Three nodes on one Redis, ready.
+pub async fn three_nodes(url: &str) -> [TestNode; 3] {
+    let nodes = [
+        node_on(url, "a").await,
+        node_on(url, "b").await,
+        node_on(url, "c").await,
+    ];
+    for n in &nodes {
+        ready(n).await;
+    }
+    nodes
+}
+
 pub async fn ready(node: &TestNode) {
     let n = std::sync::Arc::clone(&node.node);
     eventually(move || n.is_ready()).await;
@@ -50,14 +63,7 @@ pub async fn ready(node: &TestNode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_every_message_once_and_in_order() {
     let Some(redis) = redis().await else { return };
-    let nodes = [
-        node_on(&redis.url(), "a").await,
-        node_on(&redis.url(), "b").await,
-        node_on(&redis.url(), "c").await,
-    ];
-    for n in &nodes {
-        ready(n).await;
-    }
+    let nodes = three_nodes(&redis.url()).await;
     const N: u64 = 10_000;
     let mut readers = Vec::new();
     for n in &nodes {

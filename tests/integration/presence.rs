@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cluster::{node_on, ready};
+use crate::cluster::{node_on, ready, three_nodes};
 use crate::redis_support::redis;
 use crate::support::{Client, TestNode};
 
@@ -35,14 +35,7 @@ async fn presence_pushes(c: &mut Client) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_and_leave_reach_each_watcher_once_across_three_nodes() {
     let Some(redis) = redis().await else { return };
-    let nodes = [
-        node_on(&redis.url(), "a").await,
-        node_on(&redis.url(), "b").await,
-        node_on(&redis.url(), "c").await,
-    ];
-    for n in &nodes {
-        ready(n).await;
-    }
+    let nodes = three_nodes(&redis.url()).await;
     let mut watchers = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         let mut w = n.json().await;

@@ -36,14 +36,20 @@ def wait_for(browser, expr, timeout=20):
     raise AssertionError(f"timed out waiting for {expr}: {browser.execute_script('return window.seen')}")
 
 
-def test_clients_of_a_killed_node_reconnect_elsewhere(cluster, redis_server, browser):
+def open_client_page(browser, cluster):
+    """A page of node B with roomcast.js loaded; returns both nodes' URLs, node A first."""
     a, b = cluster
-    urls = [f"ws://127.0.0.1:{a.port}/ws", f"ws://127.0.0.1:{b.port}/ws"]
-    # The page comes from node B; the client starts on node A (first URL).
     browser.get(b.url + "/healthz")
     browser.execute_script('const s = document.createElement("script"); s.src = "/roomcast.js";'
                            'document.head.appendChild(s);')
     wait_for(browser, "typeof RoomcastClient !== 'undefined'")
+    return [f"ws://127.0.0.1:{a.port}/ws", f"ws://127.0.0.1:{b.port}/ws"]
+
+
+def test_clients_of_a_killed_node_reconnect_elsewhere(cluster, redis_server, browser):
+    a, b = cluster
+    # The page comes from node B; the client starts on node A (first URL).
+    urls = open_client_page(browser, cluster)
     nodes = browser.execute_async_script(FAILOVER_CLIENT, urls, "chat:failover")
     assert nodes == ["node-a"]
 

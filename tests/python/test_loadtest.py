@@ -11,16 +11,21 @@ from conftest import roomcast_bin
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_fanout_smoke_over_three_nodes(tmp_path):
+def run_local(tmp_path, *args):
+    """loadtest/run-local.sh with the debug binaries; returns the run's summary."""
     env = dict(os.environ,
                ROOMCAST_BIN=roomcast_bin(),
                LOADTEST_BIN=str(Path(roomcast_bin()).parent / "roomcast-loadtest"))
     out = tmp_path / "report"
-    run = subprocess.run([str(ROOT / "loadtest/run-local.sh"), "fanout", "--connections", "500", "--nodes", "3",
-                          "--duration", "5", "--rate", "20", "--out", str(out), "--quiet"],
+    run = subprocess.run([str(ROOT / "loadtest/run-local.sh"), *args, "--out", str(out), "--quiet"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
-    summary = json.loads((out / "summary.json").read_text())
+    return json.loads((out / "summary.json").read_text()), out
+
+
+def test_fanout_smoke_over_three_nodes(tmp_path):
+    summary, out = run_local(tmp_path, "fanout", "--connections", "500", "--nodes", "3",
+                             "--duration", "5", "--rate", "20")
     assert summary["connected"] == 500 and summary["connect_failures"] == 0
     assert summary["published"] == 100
     assert summary["expected"] == 500 * 100
@@ -35,15 +40,8 @@ def test_fanout_smoke_over_three_nodes(tmp_path):
 
 def test_resume_loses_and_duplicates_nothing(tmp_path):
     """Clients keep reconnecting to other nodes and recovering, under steady publishing."""
-    env = dict(os.environ,
-               ROOMCAST_BIN=roomcast_bin(),
-               LOADTEST_BIN=str(Path(roomcast_bin()).parent / "roomcast-loadtest"))
-    out = tmp_path / "report"
-    run = subprocess.run([str(ROOT / "loadtest/run-local.sh"), "resume", "--connections", "600", "--nodes", "3",
-                          "--duration", "6", "--rate", "60", "--out", str(out), "--quiet"],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    summary = json.loads((out / "summary.json").read_text())
+    summary, _ = run_local(tmp_path, "resume", "--connections", "600", "--nodes", "3",
+                           "--duration", "6", "--rate", "60")
     assert summary["connected"] == 600 and summary["connect_failures"] == 0
     assert summary["churn_reconnects"] >= 150 and summary["churn_failures"] == 0, summary
     assert summary["expected"] > 0

@@ -7,7 +7,7 @@ import time
 
 import redis as redis_py
 
-from test_failover import wait_for
+from test_failover import open_client_page, wait_for
 
 RECOVERING_CLIENT = """
 const done = arguments[arguments.length - 1];
@@ -28,11 +28,7 @@ wait();
 
 def test_roomcast_js_loses_nothing_when_its_node_is_killed(cluster, redis_server, browser):
     a, b = cluster
-    urls = [f"ws://127.0.0.1:{a.port}/ws", f"ws://127.0.0.1:{b.port}/ws"]
-    browser.get(b.url + "/healthz")
-    browser.execute_script('const s = document.createElement("script"); s.src = "/roomcast.js";'
-                           'document.head.appendChild(s);')
-    wait_for(browser, "typeof RoomcastClient !== 'undefined'")
+    urls = open_client_page(browser, cluster)
     assert browser.execute_async_script(RECOVERING_CLIENT, urls, "chat:burst") == ["node-a"]
 
     backend = redis_py.Redis(port=redis_server.port)
