@@ -61,8 +61,9 @@
 
     /** Registers a handler: "open" (welcome), "message", "close" ({code, reason}),
      *  "error", "reconnecting" ({delayMs, attempt}), "gap" ({channel}: messages may have
-     *  been missed, refetch), "join" and "leave" ({channel, client, info}: presence, for
-     *  subscriptions made with `joinLeave`). */
+     *  been missed, refetch), "subscribed" ({channel, reply}: after every subscription,
+     *  resubscriptions after a reconnect included), "join" and "leave" ({channel, client,
+     *  info}: presence, for subscriptions made with `joinLeave`). */
     on(event, handler) {
       if (!this._handlers.has(event)) this._handlers.set(event, new Set());
       this._handlers.get(event).add(handler);
@@ -121,6 +122,7 @@
       return this._request(body).then((reply) => {
         if (reply.offset !== undefined) this._advance(channel, reply.offset, reply.epoch);
         if (known && reply.recovered === false) this._emit("gap", { channel, op: "gap" });
+        this._emit("subscribed", { channel, reply });
         return reply;
       });
     }

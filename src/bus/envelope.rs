@@ -50,6 +50,8 @@ pub enum EnvelopeError {
     NoData,
     #[error("`data` in a MessagePack envelope is not JSON text")]
     DataNotJson,
+    #[error("`data` is nested deeper, or has a larger number, than every codec can carry")]
+    TooDeep,
     #[error("`{0}` is longer than 256 bytes")]
     TooLong(&'static str),
     #[error("a positioned envelope needs `o`, `ep` and an envelope `e` that is not positioned")]
@@ -118,6 +120,9 @@ impl Envelope {
     }
 
     fn checked(self) -> Result<Self, EnvelopeError> {
+        if !crate::protocol::deliverable(&self.data) {
+            return Err(EnvelopeError::TooDeep);
+        }
         for (name, value) in [("id", &self.id), ("traceparent", &self.traceparent)] {
             if value.as_ref().is_some_and(|v| v.len() > MAX_META_LEN) {
                 return Err(EnvelopeError::TooLong(name));

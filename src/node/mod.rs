@@ -48,6 +48,10 @@ pub enum StartError {
 
 pub struct Node {
     pub id: String,
+    /// Tells this run of the node from the ones before it (the node id may be fixed and
+    /// connection counters restart at 1): part of every client id, so a client of this run
+    /// never takes the presence entry of one before a restart.
+    pub boot: String,
     pub settings: Arc<Settings>,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
@@ -126,6 +130,7 @@ impl Node {
             };
             Self {
                 id,
+                boot: format!("{:06x}", fastrand::u32(..0x0100_0000)),
                 hub: Arc::new(Hub::new(Arc::clone(&metrics))),
                 settings: Arc::new(settings),
                 metrics,

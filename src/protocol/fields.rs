@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{Command, ErrorCode, MAX_ID, Recover, Rejection};
+use super::{Command, ErrorCode, MAX_ID, Recover, Rejection, deliverable};
 use crate::channel::ChannelName;
 
 /// Fields read from a client message before validation.
@@ -53,6 +53,9 @@ impl Fields {
             None => return Err(bad("`op` is missing")),
         };
         match op {
+            "subscribe" if self.info.as_ref().is_some_and(|i| !deliverable(i)) => Err(bad(
+                "`info` is nested deeper than 127 levels or has a number no double can hold",
+            )),
             "subscribe" => Ok(Command::Subscribe {
                 id,
                 channel: self.channel(id)?,
@@ -71,6 +74,11 @@ impl Fields {
             "publish" => {
                 let channel = self.channel(id)?;
                 let data = self.data.clone().ok_or_else(|| bad("`data` is missing"))?;
+                if !deliverable(&data) {
+                    return Err(bad(
+                        "`data` is nested deeper than 127 levels or has a number no double can hold",
+                    ));
+                }
                 Ok(Command::Publish { id, channel, data })
             }
             "history" => self.history(id),

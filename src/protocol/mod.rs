@@ -15,6 +15,63 @@ use crate::channel::ChannelName;
 
 pub use codes::{CloseCode, ErrorCode};
 
+/// Deepest nesting of arrays and objects `data` may have: what the JSON reader that
+/// transcodes data for MessagePack subscribers accepts. Deeper data is refused when it
+/// enters the node, so that no codec's subscribers lose it later.
+pub const MAX_DATA_DEPTH: usize = 127;
+
+/// Whether JSON text (already checked for syntax) can be carried by every codec: UTF-8
+/// (it goes into text frames), nested no deeper than [`MAX_DATA_DEPTH`], and every number
+/// finite as a double (`1e400` is valid JSON but has no MessagePack form). A scan, not a
+/// parse (serde_json skips values without these checks), and no recursion.
+pub fn deliverable(json: &[u8]) -> bool {
+    if std::str::from_utf8(json).is_err() {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut i = 0;
+    while i < json.len() {
+        let b = json[i];
+        i += 1;
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DATA_DEPTH {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = i - 1;
+                while i < json.len()
+                    && matches!(json[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                }
+                let finite = std::str::from_utf8(&json[start..i])
+                    .ok()
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .is_some_and(f64::is_finite);
+                if !finite {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
 /// Largest request id accepted: ids must survive a round trip through a JavaScript number.
 pub const MAX_ID: u64 = (1 << 53) - 1;
 
@@ -344,8 +401,14 @@ impl<'a> From<&'a Rejection> for ServerMsg<'a> {
 /// Payload data that cannot be carried in a codec.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("data has no JSON form")]
+    #[error("data has no JSON form: {0}")]
     NotJson(#[source] serde_json::Error),
+    #[error(
+        "data is nested deeper than {MAX_DATA_DEPTH} levels or has a number no double can hold"
+    )]
+    TooDeep,
+    #[error("data holds a MessagePack extension value (type {0}), which has no JSON form")]
+    Extension(i8),
     #[error("data cannot be written as MessagePack")]
     NotMsgpack(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

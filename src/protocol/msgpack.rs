@@ -92,10 +92,33 @@ pub(super) fn decode(payload: &[u8]) -> Result<Fields, Rejection> {
     })
 }
 
+/// The JSON form of MessagePack data, refused unless every codec can carry it: the node
+/// transcodes it for MessagePack subscribers through a JSON reader, whose nesting limit
+/// (128) is then the protocol's, whatever codec the data came in.
 fn to_json(value: &rmpv::Value) -> Result<Bytes, DataError> {
-    serde_json::to_vec(value)
-        .map(Bytes::from)
-        .map_err(DataError::NotJson)
+    if let Some(ext) = find_ext(value) {
+        return Err(DataError::Extension(ext));
+    }
+    let json = serde_json::to_vec(value).map_err(DataError::NotJson)?;
+    if !super::deliverable(&json) {
+        return Err(DataError::TooDeep);
+    }
+    Ok(Bytes::from(json))
+}
+
+/// The type of the first extension value in `value`, searched breadth-first without
+/// recursion (the value may be nested deeper than a stack allows).
+fn find_ext(value: &rmpv::Value) -> Option<i8> {
+    let mut pending = vec![value];
+    while let Some(v) = pending.pop() {
+        match v {
+            rmpv::Value::Ext(kind, _) => return Some(*kind),
+            rmpv::Value::Array(items) => pending.extend(items),
+            rmpv::Value::Map(entries) => pending.extend(entries.iter().flat_map(|(k, v)| [k, v])),
+            _ => {}
+        }
+    }
+    None
 }
 
 pub(super) fn encode(msg: &ServerMsg<'_>) -> Vec<u8> {

@@ -247,3 +247,49 @@ fn history_reply_carries_data_in_both_codecs() {
     let value: rmpv::Value = rmp_serde::from_slice(&Codec::Msgpack.encode(&reply)).unwrap();
     assert_eq!(value["messages"][0]["data"]["t"].as_str(), Some("hi"));
 }
+
+/// What one codec accepts, every codec can deliver: MessagePack data that JSON cannot carry
+/// (nested deeper than 128, extension types) is refused at publish.
+#[test]
+fn msgpack_data_every_codec_cannot_carry_is_refused() {
+    let publish = |data: &[u8]| {
+        let mut buf = Vec::new();
+        rmp::encode::write_map_len(&mut buf, 4).unwrap();
+        for (k, v) in [("op", "publish"), ("channel", "chat:x")] {
+            rmp::encode::write_str(&mut buf, k).unwrap();
+            rmp::encode::write_str(&mut buf, v).unwrap();
+        }
+        rmp::encode::write_str(&mut buf, "id").unwrap();
+        rmp::encode::write_uint(&mut buf, 9).unwrap();
+        rmp::encode::write_str(&mut buf, "data").unwrap();
+        buf.extend_from_slice(data);
+        Codec::Msgpack.decode(&buf)
+    };
+    let mut deep = vec![0x91u8; 200];
+    deep.push(0xc0);
+    assert_eq!(code(publish(&deep)), (Some(9), ErrorCode::BadRequest));
+    assert_eq!(
+        code(publish(&[0xd4, 0x01, 0x02])),
+        (Some(9), ErrorCode::BadRequest)
+    );
+    let mut fine = vec![0x91u8; 100];
+    fine.push(0xc0);
+    assert!(publish(&fine).is_ok());
+}
+
+#[test]
+fn json_data_deeper_than_every_codec_carries_is_refused() {
+    let deep = format!(
+        r#"{{"id":3,"op":"publish","channel":"chat:x","data":{}{}}}"#,
+        "[".repeat(128),
+        "]".repeat(128)
+    );
+    assert_eq!(code(json(&deep)), (Some(3), ErrorCode::BadRequest));
+    let ok = format!(
+        r#"{{"id":3,"op":"publish","channel":"chat:x","data":{}"[[{{"{}}}"#,
+        "[".repeat(127),
+        "]".repeat(127)
+    );
+    assert!(json(&ok).is_ok(), "brackets inside strings do not count");
+    assert!(deliverable(br#"{"a":"\"[[[["}"#));
+}

@@ -58,9 +58,10 @@ impl Session {
         self.handshake.as_deref()
     }
 
-    /// This connection's id, as `welcome` and presence show it.
+    /// This connection's id, as `welcome` and presence show it: unique across the node's
+    /// restarts too.
     fn client_id(&self) -> String {
-        format!("{}-{}", self.node.id, self.conn.id)
+        format!("{}-{}-{}", self.node.id, self.node.boot, self.conn.id)
     }
 
     /// Establishes the connection: sends `welcome`, the first thing every client

@@ -36,10 +36,13 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded) {
         };
         let reply: Bytes = match message {
             Err(_) => return close(&mut write, CloseCode::IdleTimeout).await,
-            Ok(Err(error)) => match error.close_code() {
-                Some(code) => return close(&mut write, code).await,
-                None => return,
-            },
+            Ok(Err(error)) => {
+                if let Some(code) = error.close_code() {
+                    close(&mut write, code).await;
+                    reader.linger().await;
+                }
+                return;
+            }
             Ok(Ok(Message::Text(payload))) => frame::text(&payload),
             Ok(Ok(Message::Binary(payload))) => frame::binary(&payload),
             Ok(Ok(Message::Ping(payload))) => pong_frame(&payload),

@@ -28,11 +28,13 @@ impl MessageReader {
     pub fn new(frames: FrameReader, max_message: usize) -> Self {
         Self {
             frames,
-            assembler: Assembler {
-                max_message,
-                partial: None,
-            },
+            assembler: Assembler::new(max_message),
         }
+    }
+
+    /// See [`FrameReader::linger`].
+    pub async fn linger(&mut self) {
+        self.frames.linger().await;
     }
 
     /// The next message. Control frames may arrive between the fragments of a message
@@ -47,15 +49,23 @@ impl MessageReader {
     }
 }
 
-/// The state between frames: pure, so every rule is unit-tested without a socket.
-struct Assembler {
+/// The state between frames: pure, so every rule is tested (and fuzzed) without a socket.
+pub struct Assembler {
     max_message: usize,
     /// A fragmented message so far: its opcode and data.
     partial: Option<(OpCode, BytesMut)>,
 }
 
 impl Assembler {
-    fn take(&mut self, frame: Frame) -> Result<Option<Message>, ReadError> {
+    pub fn new(max_message: usize) -> Self {
+        Self {
+            max_message,
+            partial: None,
+        }
+    }
+
+    /// Takes one frame: a whole message or control frame when there is one to hand out.
+    pub fn take(&mut self, frame: Frame) -> Result<Option<Message>, ReadError> {
         let Frame {
             opcode,
             fin,
@@ -64,7 +74,7 @@ impl Assembler {
         match opcode {
             OpCode::Ping => Ok(Some(Message::Ping(payload))),
             OpCode::Pong => Ok(Some(Message::Pong)),
-            OpCode::Close => Ok(Some(Message::Close)),
+            OpCode::Close => check_close(&payload).map(|()| Some(Message::Close)),
             OpCode::Text | OpCode::Binary if self.partial.is_none() => {
                 if fin {
                     return finish(opcode, payload).map(Some);
@@ -94,6 +104,23 @@ impl Assembler {
     }
 }
 
+/// A close frame carries nothing, or a code a peer may send and a UTF-8 reason
+/// (RFC 6455 §5.5.1, §7.4): otherwise the node closes with 1002 or 1007.
+fn check_close(payload: &[u8]) -> Result<(), ReadError> {
+    let Some((code, reason)) = payload.split_first_chunk::<2>() else {
+        return Ok(());
+    };
+    let code = u16::from_be_bytes(*code);
+    let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+    if !sendable {
+        return Err(ReadError::Protocol(
+            "close frame with a code a peer may not send",
+        ));
+    }
+    std::str::from_utf8(reason).map_err(|_| ReadError::InvalidUtf8)?;
+    Ok(())
+}
+
 fn finish(opcode: OpCode, data: Bytes) -> Result<Message, ReadError> {
     if opcode == OpCode::Text {
         std::str::from_utf8(&data).map_err(|_| ReadError::InvalidUtf8)?;
@@ -115,10 +142,7 @@ mod tests {
     }
 
     fn assembler(max_message: usize) -> Assembler {
-        Assembler {
-            max_message,
-            partial: None,
-        }
+        Assembler::new(max_message)
     }
 
     #[test]
@@ -161,6 +185,31 @@ mod tests {
         a.take(frame(OpCode::Text, false, &[0xc3])).unwrap();
         assert!(matches!(
             a.take(frame(OpCode::Continuation, true, &[0x28])),
+            Err(ReadError::InvalidUtf8)
+        ));
+    }
+
+    #[test]
+    fn close_codes_and_reasons_are_checked() {
+        let close =
+            |payload: &'static [u8]| assembler(100).take(frame(OpCode::Close, true, payload));
+        assert_eq!(close(b"").unwrap(), Some(Message::Close));
+        assert_eq!(
+            close(&[0x03, 0xE8, b'o', b'k']).unwrap(),
+            Some(Message::Close)
+        );
+        assert_eq!(close(&[0x0F, 0xA0]).unwrap(), Some(Message::Close), "4000");
+        for bad in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000,
+        ] {
+            let payload: &'static [u8] = Box::leak(Box::new(bad.to_be_bytes()));
+            assert!(
+                matches!(close(payload), Err(ReadError::Protocol(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            close(&[0x03, 0xE8, 0xff]),
             Err(ReadError::InvalidUtf8)
         ));
     }

@@ -107,6 +107,44 @@ impl FrameReader {
     }
 }
 
+/// Parses every whole frame `buf` holds, leaving a partial one in it: the code the reader
+/// runs on a socket's bytes, callable without a socket (fuzzing, tests).
+pub fn parse_frames(buf: &mut BytesMut, max_payload: usize) -> Result<Vec<Frame>, ReadError> {
+    let mut frames = Vec::new();
+    while let Parsed::Frame(frame) = parse(buf, max_payload)? {
+        frames.push(frame);
+    }
+    Ok(frames)
+}
+
+/// How long a connection closed for bad input keeps reading: long enough for the close frame
+/// to reach a client that is still sending, short enough to cost nothing.
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl FrameReader {
+    /// After a close for bad input, reads and discards what the client still sends, until it
+    /// closes or [`LINGER`] passes. Dropping a socket with unread bytes makes the kernel
+    /// answer with a reset, and the client would never see the close frame and its code.
+    pub async fn linger(&mut self) {
+        self.buf = BytesMut::new();
+        let drain = async {
+            let mut scratch = [0u8; 4096];
+            loop {
+                if self.stream.readable().await.is_err() {
+                    return;
+                }
+                match self.stream.try_read(&mut scratch) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    }
+}
+
 enum Parsed {
     Frame(Frame),
     /// At least this many more bytes are needed.

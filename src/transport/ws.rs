@@ -75,12 +75,23 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, wire: WireFormat, info: 
     let mut session = Session::new(Arc::clone(&node), Arc::clone(&conn), info);
     session.start();
     let frames = FrameReader::new(read, &early, limits.max_message_size);
-    let reader = MessageReader::new(frames, limits.max_message_size);
-    read_loop(&node, &conn, &mut session, reader)
+    let mut reader = MessageReader::new(frames, limits.max_message_size);
+    read_loop(&node, &conn, &mut session, &mut reader)
         .instrument(span.clone())
         .await;
     session.end().await;
     let _ = writer.await;
+    let bad_input = [
+        CloseCode::ProtocolError,
+        CloseCode::InvalidPayload,
+        CloseCode::MessageTooBig,
+    ];
+    if conn
+        .close_code()
+        .is_some_and(|code| bad_input.contains(&code))
+    {
+        reader.linger().await;
+    }
     node.deregister(conn.id);
     if let Some(code) = conn.close_code() {
         node.metrics.closed(code);
@@ -88,7 +99,7 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, wire: WireFormat, info: 
     tracing::debug!(parent: &span, close = ?conn.close_code(), "disconnected");
 }
 
-async fn read_loop(node: &Node, conn: &Conn, session: &mut Session, mut reader: MessageReader) {
+async fn read_loop(node: &Node, conn: &Conn, session: &mut Session, reader: &mut MessageReader) {
     let idle = node.settings.idle_timeout();
     loop {
         let message = tokio::select! {

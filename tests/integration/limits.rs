@@ -69,6 +69,13 @@ async fn broken_framing_closes_1002() {
         raw.send_frame(first, payload).await;
         assert_eq!(raw.close_code().await, Some(1002), "first byte {first:#x}");
     }
+    // A close frame with a code no peer may send, or a reason that is not UTF-8.
+    let mut raw = RawClient::connect(node.addr).await;
+    raw.send_frame(0x88, &1005u16.to_be_bytes()).await;
+    assert_eq!(raw.close_code().await, Some(1002), "close code 1005");
+    let mut raw = RawClient::connect(node.addr).await;
+    raw.send_frame(0x88, &[0x03, 0xE8, 0xff]).await;
+    assert_eq!(raw.close_code().await, Some(1007), "close reason not UTF-8");
     // Clients must mask their frames (RFC 6455 §5.1).
     let mut raw = RawClient::connect(node.addr).await;
     raw.stream
