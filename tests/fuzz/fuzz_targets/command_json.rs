@@ -20,6 +20,9 @@ fn deliverable(channel: &ChannelName, data: &[u8]) {
         position: None,
     };
     for codec in [Codec::Json, Codec::Msgpack] {
-        assert!(codec.encode_push(&push).is_ok(), "accepted but not deliverable as {codec:?}");
+        assert!(
+            codec.encode_push(&push).is_ok(),
+            "accepted but not deliverable as {codec:?}"
+        );
     }
 }

@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
         position: envelope.position.as_ref(),
     };
     for codec in [Codec::Json, Codec::Msgpack] {
-        assert!(codec.encode_push(&push).is_ok(), "accepted but not deliverable as {codec:?}");
+        assert!(
+            codec.encode_push(&push).is_ok(),
+            "accepted but not deliverable as {codec:?}"
+        );
     }
     let again = Envelope::decode(&envelope.encode()).expect("nodes read what nodes write");
     assert_eq!(again.data, envelope.data);
