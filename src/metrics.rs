@@ -119,15 +119,18 @@ pub enum DropReason {
     Duplicate,
     /// Not a valid envelope on Redis.
     InvalidEnvelope,
+    /// Larger than `redis.max_envelope_bytes`: it would overflow its subscribers' queues.
+    Oversize,
     /// The connection was already closing.
     Closing,
 }
 
-const DROP_REASONS: [DropReason; 5] = [
+const DROP_REASONS: [DropReason; 6] = [
     DropReason::SlowConsumer,
     DropReason::Encode,
     DropReason::Duplicate,
     DropReason::InvalidEnvelope,
+    DropReason::Oversize,
     DropReason::Closing,
 ];
 
@@ -138,6 +141,7 @@ impl DropReason {
             DropReason::Encode => "encode",
             DropReason::Duplicate => "duplicate",
             DropReason::InvalidEnvelope => "invalid_envelope",
+            DropReason::Oversize => "oversize",
             DropReason::Closing => "closing",
         }
     }

@@ -24,6 +24,9 @@ pub struct RedisSettings {
     pub connect_timeout_ms: u64,
     /// A publish with no reply within this fails with `unavailable`.
     pub response_timeout_ms: u64,
+    /// Largest message accepted from Redis, in bytes; a larger one is dropped, counted
+    /// and logged with its channel, and never reaches (nor disconnects) its subscribers.
+    pub max_envelope_bytes: usize,
 }
 
 impl Default for RedisSettings {
@@ -36,6 +39,7 @@ impl Default for RedisSettings {
             reconnect_max_ms: 5_000,
             connect_timeout_ms: 2_000,
             response_timeout_ms: 2_000,
+            max_envelope_bytes: 256 * 1024,
         }
     }
 }

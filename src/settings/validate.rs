@@ -108,6 +108,12 @@ impl Settings {
                 "must be longer than redis.probe_interval_ms",
             );
         }
+        if r.max_envelope_bytes < 1024 || r.max_envelope_bytes > self.limits.outbox_max_bytes {
+            return invalid(
+                "redis.max_envelope_bytes",
+                "must be from 1024 to limits.outbox_max_bytes",
+            );
+        }
         if r.reconnect_max_ms < r.reconnect_min_ms {
             return invalid(
                 "redis.reconnect_max_ms",

@@ -393,3 +393,36 @@ async fn metrics_count_traffic_through_two_nodes() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A backend message larger than `redis.max_envelope_bytes` would overflow every
+/// subscriber's queue: it is dropped and counted, and nobody is disconnected. (Past 32 MB,
+/// Redis's own pub/sub output limit cuts the node's link first: the node reconnects, and
+/// recovers from history or sends `gap`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_backend_messages_never_disconnect_subscribers() {
+    let Some(redis) = redis().await else { return };
+    let node = node_on(&redis.url(), "big").await;
+    ready(&node).await;
+    let mut subs = Vec::new();
+    for _ in 0..2 {
+        let mut c = node.json().await;
+        c.subscribe("live:big").await;
+        subs.push(c);
+    }
+    for size in [2 << 20, 20 << 20] {
+        let envelope = format!(r#"{{"data":"{}"}}"#, "x".repeat(size));
+        assert_eq!(redis.publish("rc:live:big", envelope.as_bytes()).await, 1);
+    }
+    redis.publish("rc:live:big", br#"{"data":"after"}"#).await;
+    for c in &mut subs {
+        assert_eq!(c.next_message().await["data"], "after", "still connected");
+    }
+    assert_eq!(node.node.metrics.drops(DropReason::Oversize), 2);
+    assert_eq!(node.node.metrics.slow_consumers.get(), 0);
+    let (_, metrics) = node.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"roomcast_messages_dropped_total{reason="oversize"} 2"#),
+        "{metrics}"
+    );
+    node.stop().await;
+}

@@ -40,13 +40,13 @@ impl History for RedisBus {
             .arg(policy.ttl.as_secs().max(1))
             .query_async(&mut publisher)
             .await?;
-        parse(reply)
+        parse(reply, self.shared.settings.max_envelope_bytes)
     }
 }
 
-/// `{top, epoch, offset1, envelope1, ...}`. An entry that is not a valid envelope was put
-/// there by something other than roomcast; it is skipped, as it would be live.
-fn parse(reply: Vec<Value>) -> Result<Page, BusError> {
+/// `{top, epoch, offset1, envelope1, ...}`. An entry that is not a valid envelope, or is
+/// larger than `max_envelope`, is skipped, as it would be live.
+fn parse(reply: Vec<Value>, max_envelope: usize) -> Result<Page, BusError> {
     let malformed = || BusError::Malformed("roomcast_history");
     let mut items = reply.into_iter();
     let top: u64 = items
@@ -61,6 +61,9 @@ fn parse(reply: Vec<Value>) -> Result<Page, BusError> {
     while let (Some(offset), Some(envelope)) = (items.next(), items.next()) {
         let offset: u64 = redis::from_redis_value(offset).map_err(|_| malformed())?;
         let bytes: Vec<u8> = redis::from_redis_value(envelope).map_err(|_| malformed())?;
+        if bytes.len() > max_envelope {
+            continue;
+        }
         if let Ok(envelope) = Envelope::decode(&bytes) {
             entries.push(Entry { offset, envelope });
         }

@@ -213,6 +213,22 @@ enum Invalid {
 
 fn receive(shared: &Shared, msg: &redis::Msg) {
     let name = msg.get_channel_name();
+    let size = msg.get_payload_bytes().len();
+    if size > shared.settings.max_envelope_bytes {
+        shared.metrics.messages_received.inc();
+        shared.metrics.dropped(DropReason::Oversize, 1);
+        let now = crate::clock::unix_micros() / 1_000_000;
+        if shared.last_invalid_log.swap(now, Ordering::Relaxed) != now {
+            let max = shared.settings.max_envelope_bytes;
+            tracing::warn!(
+                channel = name,
+                size,
+                max,
+                "dropped a message from redis larger than redis.max_envelope_bytes"
+            );
+        }
+        return;
+    }
     let parsed = name
         .strip_prefix(&shared.prefix)
         .ok_or(Invalid::Prefix)
