@@ -35,6 +35,13 @@ pub fn deliverable(json: &[u8]) -> bool {
         i += 1;
         if in_string {
             match (escaped, b) {
+                (true, b'u') => {
+                    escaped = false;
+                    match unicode_escape(&json[i..]) {
+                        Some(used) => i += used,
+                        None => return false,
+                    }
+                }
                 (true, _) => escaped = false,
                 (false, b'\\') => escaped = true,
                 (false, b'"') => in_string = false,
@@ -70,6 +77,23 @@ pub fn deliverable(json: &[u8]) -> bool {
         }
     }
     true
+}
+
+/// The 4 hex digits after `\u` (and the low surrogate that must follow a high one); how
+/// many bytes they take, or `None` for a lone surrogate, which no string can hold.
+fn unicode_escape(rest: &[u8]) -> Option<usize> {
+    let hex = |at: usize| {
+        let digits = std::str::from_utf8(rest.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    match hex(0)? {
+        0xD800..=0xDBFF => {
+            let low = (rest.get(4..6) == Some(b"\\u".as_slice())).then(|| hex(6))??;
+            (0xDC00..=0xDFFF).contains(&low).then_some(10)
+        }
+        0xDC00..=0xDFFF => None,
+        _ => Some(4),
+    }
 }
 
 /// Largest request id accepted: ids must survive a round trip through a JavaScript number.

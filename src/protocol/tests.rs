@@ -293,3 +293,50 @@ fn json_data_deeper_than_every_codec_carries_is_refused() {
     assert!(json(&ok).is_ok(), "brackets inside strings do not count");
     assert!(deliverable(br#"{"a":"\"[[[["}"#));
 }
+
+/// Data every codec can carry: UTF-8, finite numbers, whole surrogate pairs.
+#[test]
+fn only_data_every_codec_carries_is_deliverable() {
+    for number in ["1e400", "-1e309", &"9".repeat(400)] {
+        let publish = format!(r#"{{"id":4,"op":"publish","channel":"chat:x","data":[{number}]}}"#);
+        assert_eq!(
+            code(json(&publish)),
+            (Some(4), ErrorCode::BadRequest),
+            "{number}"
+        );
+    }
+    assert!(deliverable(
+        b"[1e-400, -0.5e10, 18446744073709551615, 1E+2]"
+    ));
+    assert!(!deliverable(b"{\"d\x9f\x85a\":[0]}"), "not UTF-8");
+    assert!(!deliverable(br#"["\uDDDD"]"#), "a lone low surrogate");
+    assert!(!deliverable(br#"["\uD83D"]"#), "a high surrogate alone");
+    assert!(
+        !deliverable(br#"["\uD83D\u0041"]"#),
+        "a high surrogate, then no low one"
+    );
+    assert!(
+        deliverable(br#"["\uD83D\uDE00", "\u00e9", "\\uDDDD"]"#),
+        "a pair, a plain escape, an escaped backslash"
+    );
+    let lone = r#"{"id":5,"op":"publish","channel":"chat:x","data":"\uDDDD"}"#;
+    assert_eq!(code(json(lone)), (Some(5), ErrorCode::BadRequest));
+}
+
+#[test]
+fn control_characters_in_strings_are_refused_or_deliverable() {
+    for raw in ["\t", "\u{1}", "\n"] {
+        let publish = format!(r#"{{"id":6,"op":"publish","channel":"chat:x","data":"a{raw}b"}}"#);
+        if let Ok(Command::Publish { channel, data, .. }) = json(&publish) {
+            let push = Push::Message {
+                channel: &channel,
+                data: &data,
+                position: None,
+            };
+            assert!(
+                Codec::Msgpack.encode_push(&push).is_ok(),
+                "{raw:?} accepted but not deliverable"
+            );
+        }
+    }
+}
