@@ -116,6 +116,23 @@ impl Log {
     }
 }
 
+/// The channel's log, started anew (a new epoch) when it has none or its TTL has passed,
+/// like an expired Redis key.
+fn live_log<'a>(
+    logs: &'a mut HashMap<ChannelName, Log>,
+    channel: &ChannelName,
+    policy: &HistoryPolicy,
+    now: Instant,
+) -> &'a mut Log {
+    let log = logs
+        .entry(channel.clone())
+        .or_insert_with(|| Log::new(policy.ttl));
+    if log.expired(now) {
+        *log = Log::new(policy.ttl);
+    }
+    log
+}
+
 /// A new epoch: the time it started, in hex, as the Redis library makes them, and a count
 /// so that two epochs started in the same microsecond still differ.
 fn new_epoch() -> Arc<str> {
@@ -140,12 +157,7 @@ impl MemoryHistory {
         if logs.len() >= 1024 && logs.len().is_power_of_two() {
             logs.retain(|_, log| !log.expired(now));
         }
-        let log = logs
-            .entry(channel.clone())
-            .or_insert_with(|| Log::new(policy.ttl));
-        if log.expired(now) {
-            *log = Log::new(policy.ttl);
-        }
+        let log = live_log(&mut logs, channel, policy, now);
         log.top += 1;
         log.touched = now;
         log.ttl = policy.ttl;
@@ -174,12 +186,7 @@ impl History for MemoryHistory {
     ) -> Result<Page, BusError> {
         let now = Instant::now();
         let mut logs = self.logs.lock();
-        let log = logs
-            .entry(channel.clone())
-            .or_insert_with(|| Log::new(policy.ttl));
-        if log.expired(now) {
-            *log = Log::new(policy.ttl);
-        }
+        let log = live_log(&mut logs, channel, policy, now);
         let limit = limit.min(MAX_PAGE);
         let entries: Vec<Entry> = match query {
             Query::Position => Vec::new(),
