@@ -66,6 +66,7 @@ for i in $(seq 1 "$nodes"); do
   "$ROOMCAST_BIN" --listen "127.0.0.1:$port" --node-id "load-$i" --bus redis \
     --redis-url "redis://127.0.0.1:$redis_port" --log-format json \
     --set limits.max_connections=19900 --set limits.publish_rate=1000000 \
+    --set limits.max_connections_per_ip=0 --set metrics.public=true \
     --set limits.publish_burst=1000000 --set shutdown.drain_window_ms=100 \
     >"$out/node-$i.log" 2>&1 &
   pids+=($!)

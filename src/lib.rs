@@ -8,6 +8,7 @@
 //! `conn` (each connection's bounded outbox) → writer.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod bus;
 pub mod channel;
 pub mod clock;
@@ -16,6 +17,7 @@ pub mod hub;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod settings;

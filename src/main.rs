@@ -79,6 +79,8 @@ async fn run(settings: Settings, telemetry: &roomcast::telemetry::Telemetry) -> 
             std::sync::Arc::clone(&node),
         ));
     }
+    node.tasks
+        .spawn(forward_sighup(std::sync::Arc::clone(&node)));
     let shutdown = node.shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -121,6 +123,28 @@ fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(8192)
+}
+
+/// SIGHUP: whatever the node serves from files (auth keys, TLS certificates) is read
+/// again. Ends with the node's shutdown.
+async fn forward_sighup(node: std::sync::Arc<Node>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading keys and certificates");
+                node.reload.send_modify(|n| *n += 1);
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

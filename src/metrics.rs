@@ -147,7 +147,7 @@ impl DropReason {
     }
 }
 
-const CLOSE_CODES: [CloseCode; 9] = [
+const CLOSE_CODES: [CloseCode; 11] = [
     CloseCode::Normal,
     CloseCode::GoingAway,
     CloseCode::ProtocolError,
@@ -157,9 +157,11 @@ const CLOSE_CODES: [CloseCode; 9] = [
     CloseCode::TryAgainLater,
     CloseCode::SlowConsumer,
     CloseCode::IdleTimeout,
+    CloseCode::Unauthorized,
+    CloseCode::TokenExpired,
 ];
 
-const ERROR_CODES: [ErrorCode; 9] = [
+const ERROR_CODES: [ErrorCode; 18] = [
     ErrorCode::BadRequest,
     ErrorCode::UnknownOp,
     ErrorCode::BadChannel,
@@ -169,6 +171,15 @@ const ERROR_CODES: [ErrorCode; 9] = [
     ErrorCode::LimitExceeded,
     ErrorCode::Unavailable,
     ErrorCode::Internal,
+    ErrorCode::Unauthorized,
+    ErrorCode::TokenMalformed,
+    ErrorCode::TokenAlgorithm,
+    ErrorCode::TokenSignature,
+    ErrorCode::TokenAudience,
+    ErrorCode::TokenIssuer,
+    ErrorCode::TokenExpired,
+    ErrorCode::TokenNotYetValid,
+    ErrorCode::TokenMismatch,
 ];
 
 #[derive(Default, Debug)]
@@ -182,6 +193,10 @@ pub struct Metrics {
     pub messages_delivered: Counter,
     pub slow_consumers: Counter,
     pub rejected_origin: Counter,
+    /// Upgrades refused because the node held `limits.max_connections`.
+    pub rejected_full: Counter,
+    /// Upgrades refused because the address held `limits.max_connections_per_ip`.
+    pub rejected_address: Counter,
     pub bus_connected: Gauge,
     pub bus_reconnects: Counter,
     pub bus_probe_failures: Counter,
@@ -205,6 +220,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    pub fn refused(&self, refused: crate::transport::admission::Refused) {
+        use crate::transport::admission::Refused;
+        match refused {
+            Refused::Full => self.rejected_full.inc(),
+            Refused::Address => self.rejected_address.inc(),
+        }
+    }
+
     pub fn closed(&self, code: CloseCode) {
         if let Some(i) = CLOSE_CODES.iter().position(|c| *c == code) {
             self.closes[i].inc();
@@ -239,7 +262,7 @@ impl Metrics {
 
     /// Every unlabelled metric: (name without `roomcast_`, type, help, value). `/metrics`
     /// renders these, and the OpenTelemetry bridge observes them.
-    pub fn samples(&self) -> [(&'static str, &'static str, &'static str, i64); 22] {
+    pub fn samples(&self) -> [(&'static str, &'static str, &'static str, i64); 24] {
         let c = |c: &Counter| c.get() as i64;
         let g = |g: &Gauge| g.get();
         #[rustfmt::skip]
@@ -254,6 +277,8 @@ impl Metrics {
             ("messages_duplicate_total", "counter", "Messages dropped because their id was seen recently.", self.drops(DropReason::Duplicate) as i64),
             ("slow_consumer_disconnects_total", "counter", "Connections closed with 4000 because their queue overflowed.", c(&self.slow_consumers)),
             ("rejected_origin_total", "counter", "WebSocket upgrades refused for their Origin.", c(&self.rejected_origin)),
+            ("rejected_node_full_total", "counter", "Upgrades refused (503) because the node held limits.max_connections.", c(&self.rejected_full)),
+            ("rejected_per_ip_total", "counter", "Upgrades refused (429) because the address held limits.max_connections_per_ip.", c(&self.rejected_address)),
             ("bus_connected", "gauge", "1 while the bus link is up and subscribed, else 0.", g(&self.bus_connected)),
             ("bus_reconnects_total", "counter", "Attempts to re-establish the Redis link.", c(&self.bus_reconnects)),
             ("bus_probe_failures_total", "counter", "Times the liveness probe found the pub/sub link deaf.", c(&self.bus_probe_failures)),

@@ -16,6 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use subtle::ConstantTimeEq;
+
 use crate::node::Node;
 use crate::transport::upgrade::{self, Reply, text};
 
@@ -82,9 +84,11 @@ async fn serve_http(
         let node = Arc::clone(&node);
         hyper::service::service_fn(move |req| route(req, Arc::clone(&node), peer))
     };
+    let limits = &node.settings.limits;
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(Duration::from_millis(limits.handshake_timeout_ms))
+        .max_buf_size(limits.max_header_bytes)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -110,13 +114,13 @@ async fn route(
     }
     let reply = match req.uri().path() {
         "/ws" => upgrade::client(req, node, peer),
-        "/echo" if node.settings.echo => upgrade::echo(req, node),
+        "/echo" if node.settings.echo => upgrade::echo(req, node, peer),
         "/" | "/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
         "/roomcast.js" => asset("text/javascript; charset=utf-8", ROOMCAST_JS),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if node.is_ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/metrics" if node.settings.metrics.listen.is_none() => metrics(&req, &node),
+        "/metrics" if node.settings.metrics.public => metrics(&req, &node),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(reply)
@@ -129,7 +133,9 @@ fn metrics<B>(req: &Request<B>, node: &Node) -> Reply {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        // Constant time: how long a comparison takes tells nothing about the token.
+        let matches = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())));
+        if !matches {
             return text(StatusCode::UNAUTHORIZED, "metrics need a bearer token\n");
         }
     }

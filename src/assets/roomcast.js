@@ -14,7 +14,9 @@
  * node, any node, to recover what was missed: the application sees every message once, in
  * order. When that is not possible it emits "gap" so the application can refetch.
  * Requests made while disconnected are rejected with code "disconnected"; subscriptions
- * made while disconnected are kept and sent on connect. Spec: proto/PROTOCOL.md.
+ * made while disconnected are kept and sent on connect. With `token`, every connection
+ * carries a connection token (a `roomcast.bearer.<jwt>` subprotocol entry, so it stays out
+ * of URLs) and is refreshed when the node says it is expiring. Spec: proto/PROTOCOL.md.
  */
 (function (global) {
   "use strict";
@@ -36,6 +38,9 @@
      * @param {number} [options.maxBackoffMs=15000] largest reconnect delay
      * @param {number} [options.requestTimeoutMs=10000] reject a request with no reply by then
      * @param {boolean} [options.autoConnect=true]
+     * @param {string|function(): (string|Promise<string>)} [options.token] a connection
+     *   token (JWT), or a function that fetches a fresh one from the application's
+     *   backend: called on every connect and when the token is about to expire.
      */
     constructor(url, options) {
       const o = options || {};
@@ -56,6 +61,7 @@
       this._attempt = 0;
       this._timer = null;
       this._closedByUser = false;
+      this._token = o.token;
       if (o.autoConnect !== false) this.connect();
     }
 
@@ -74,13 +80,33 @@
       return this.welcome !== null && this._ws !== null && this._ws.readyState === 1;
     }
 
+    /** The current connection token, fetched when `token` is a function. */
+    _fetchToken() {
+      const t = this._token;
+      return Promise.resolve(typeof t === "function" ? t() : t);
+    }
+
     connect() {
       this._closedByUser = false;
       clearTimeout(this._timer);
       if (this._ws && this._ws.readyState <= 1) return;
+      if (this._token === undefined) return this._open(null);
+      this._fetchToken().then(
+        (token) => this._open(token),
+        (err) => {
+          this._emit("error", err);
+          this._scheduleReconnect(4002);
+        },
+      );
+    }
+
+    _open(token) {
+      if (this._closedByUser || (this._ws && this._ws.readyState <= 1)) return;
+      const protocols = ["roomcast.v1.json"];
+      if (token) protocols.push("roomcast.bearer." + token);
       let ws;
       try {
-        ws = new WebSocket(this.urls[this._urlIndex], "roomcast.v1.json");
+        ws = new WebSocket(this.urls[this._urlIndex], protocols);
       } catch (err) {
         this._emit("error", err);
         this._scheduleReconnect(1006);
@@ -117,6 +143,7 @@
       const options = this._options.get(channel) || {};
       if (options.info !== undefined) body.info = options.info;
       if (options.joinLeave) body.join_leave = true;
+      if (options.token !== undefined) body.token = options.token;
       const known = this.positions.get(channel);
       if (known) body.recover = { offset: known.offset, epoch: known.epoch };
       return this._request(body).then((reply) => {
@@ -189,6 +216,11 @@
           this._attempt = 0;
           this._resubscribe();
           this._emit("open", msg);
+          break;
+        case "expiring":
+          this._fetchToken()
+            .then((token) => this._request({ op: "refresh", token }))
+            .then((reply) => this._emit("refreshed", reply), (err) => this._emit("error", err));
           break;
         case "message":
           if (msg.offset !== undefined && !this._advance(msg.channel, msg.offset, msg.epoch)) return;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::auth::Auth;
 use crate::bus::envelope::Envelope;
 use crate::bus::history::{History, HistoryPolicy, Page, Query};
 use crate::bus::memory::MemoryBus;
@@ -44,6 +45,8 @@ pub enum NodeError {
 pub enum StartError {
     #[error("invalid value for `redis_url`")]
     RedisUrl(#[source] redis::RedisError),
+    #[error("cannot load the auth keys")]
+    Auth(#[from] crate::auth::KeyError),
 }
 
 pub struct Node {
@@ -55,6 +58,12 @@ pub struct Node {
     pub settings: Arc<Settings>,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
+    /// Checks tokens; `None` when no key is configured and every client is anonymous.
+    pub auth: Option<Arc<Auth>>,
+    /// Connections held, in all and per source address: checked before an upgrade.
+    pub addresses: Arc<crate::transport::admission::Addresses>,
+    /// Bumped on SIGHUP: whatever serves from files (keys, certificates) reads them again.
+    pub reload: tokio::sync::watch::Sender<u64>,
     bus: Arc<dyn Bus>,
     /// The same bus, as the keeper of channel history.
     history: Arc<dyn History>,
@@ -100,6 +109,11 @@ impl Node {
                 redis::Client::open(settings.redis_url.as_str()).map_err(StartError::RedisUrl)?,
             )),
         };
+        let auth = Auth::new(&settings.auth)?.map(Arc::new);
+        let addresses = crate::transport::admission::Addresses::new(
+            settings.limits.max_connections,
+            settings.limits.max_connections_per_ip,
+        );
         // The bus reports to the node it belongs to: it gets a weak handle to it.
         let node = Arc::new_cyclic(|me: &Weak<Node>| {
             let metrics = Arc::new(Metrics::default());
@@ -134,6 +148,9 @@ impl Node {
                 hub: Arc::new(Hub::new(Arc::clone(&metrics))),
                 settings: Arc::new(settings),
                 metrics,
+                auth,
+                addresses,
+                reload: tokio::sync::watch::Sender::new(0),
                 bus,
                 history,
                 presence,
@@ -157,7 +174,31 @@ impl Node {
         let stop = node.bus_stop.clone();
         node.tasks
             .spawn(presence::refresh_loop(Arc::downgrade(&node), every, stop));
+        node.watch_keys();
         Ok(node)
+    }
+
+    /// Reads the JWKS and public key files again when they change or on SIGHUP.
+    fn watch_keys(&self) {
+        let Some(auth) = self.auth.clone() else {
+            return;
+        };
+        let a = &self.settings.auth;
+        let files: Vec<_> = [&a.jwks_file, &a.public_key_file]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        if files.is_empty() {
+            return;
+        }
+        self.tasks.spawn(crate::reload::watch_files(
+            "auth keys",
+            files,
+            self.reload.subscribe(),
+            self.bus_stop.clone(),
+            move || auth.reload().map_err(Into::into),
+        ));
     }
 
     /// Registers a connection, unless the node is full or draining.

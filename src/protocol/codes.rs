@@ -28,6 +28,26 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug or unexpected failure on the node.
     Internal,
+    /// The op needs an authenticated connection (auth is configured and the namespace
+    /// does not admit anonymous clients), or a private channel's token is missing.
+    Unauthorized,
+    /// The token is not a JWT, lacks `sub` or `exp`, or carries a bad `info`.
+    TokenMalformed,
+    /// The token's `alg` is `none` or one no configured key checks.
+    TokenAlgorithm,
+    /// The signature does not match the configured key (or no key has its `kid`).
+    TokenSignature,
+    /// `aud` is missing or not `auth.audience`.
+    TokenAudience,
+    /// `iss` is missing or not `auth.issuer`.
+    TokenIssuer,
+    /// `exp` has passed.
+    TokenExpired,
+    /// `nbf` is still in the future.
+    TokenNotYetValid,
+    /// A valid token used for something it is not for: a channel token for another user
+    /// or channel, a channel token as a connection token, a `refresh` for another user.
+    TokenMismatch,
 }
 
 impl ErrorCode {
@@ -42,6 +62,15 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenMalformed => "token_malformed",
+            ErrorCode::TokenAlgorithm => "token_algorithm",
+            ErrorCode::TokenSignature => "token_signature",
+            ErrorCode::TokenAudience => "token_audience",
+            ErrorCode::TokenIssuer => "token_issuer",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenNotYetValid => "token_not_yet_valid",
+            ErrorCode::TokenMismatch => "token_mismatch",
         }
     }
 }
@@ -73,6 +102,11 @@ pub enum CloseCode {
     SlowConsumer,
     /// 4001: nothing was heard from the client within `heartbeat.idle_timeout_ms`.
     IdleTimeout,
+    /// 4002: the handshake's token was refused (the `error` before it says why), or the
+    /// connection did not authenticate within `auth.connect_timeout_ms`.
+    Unauthorized,
+    /// 4003: the connection's token expired and no `refresh` came in time.
+    TokenExpired,
 }
 
 impl CloseCode {
@@ -87,6 +121,8 @@ impl CloseCode {
             CloseCode::TryAgainLater => 1013,
             CloseCode::SlowConsumer => 4000,
             CloseCode::IdleTimeout => 4001,
+            CloseCode::Unauthorized => 4002,
+            CloseCode::TokenExpired => 4003,
         }
     }
 
@@ -102,6 +138,8 @@ impl CloseCode {
             CloseCode::TryAgainLater => "node full",
             CloseCode::SlowConsumer => "slow consumer",
             CloseCode::IdleTimeout => "idle timeout",
+            CloseCode::Unauthorized => "unauthorized",
+            CloseCode::TokenExpired => "token expired",
         }
     }
 
@@ -117,6 +155,8 @@ impl CloseCode {
             CloseCode::TryAgainLater => "try_again_later",
             CloseCode::SlowConsumer => "slow_consumer",
             CloseCode::IdleTimeout => "idle_timeout",
+            CloseCode::Unauthorized => "unauthorized",
+            CloseCode::TokenExpired => "token_expired",
         }
     }
 }

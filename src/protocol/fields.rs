@@ -24,6 +24,8 @@ pub(super) struct Fields {
     pub(super) info: Option<Bytes>,
     pub(super) cursor: Option<Field<String>>,
     pub(super) join_leave: Option<Field<bool>>,
+    /// A JWT: a connection token (`connect`, `refresh`) or a channel token (`subscribe`).
+    pub(super) token: Option<Field<String>>,
 }
 
 /// `recover` as sent: the position a client got to.
@@ -39,6 +41,9 @@ pub(super) enum Field<T> {
     Ok(T),
     WrongType,
 }
+
+/// Longest token accepted: a JWT with many channel grants stays well below it.
+const MAX_TOKEN_LEN: usize = 8192;
 
 /// Longest epoch a client may send back: longer ones were never handed out.
 const MAX_EPOCH_LEN: usize = 64;
@@ -66,6 +71,7 @@ impl Fields {
                     Some(Field::Ok(on)) => on,
                     Some(Field::WrongType) => return Err(bad("`join_leave` must be a boolean")),
                 },
+                token: self.token(id, false)?,
             }),
             "unsubscribe" => Ok(Command::Unsubscribe {
                 id,
@@ -97,6 +103,14 @@ impl Fields {
                 channel: self.channel(id)?,
             }),
             "ping" => Ok(Command::Ping { id }),
+            "connect" => Ok(Command::Connect {
+                id,
+                token: self.token(id, true)?.unwrap_or_default(),
+            }),
+            "refresh" => Ok(Command::Refresh {
+                id,
+                token: self.token(id, true)?.unwrap_or_default(),
+            }),
             other => Err(Rejection::new(
                 Some(id),
                 ErrorCode::UnknownOp,
@@ -138,6 +152,18 @@ impl Fields {
                 ErrorCode::BadRequest,
                 "`recover` must be {\"offset\": integer, \"epoch\": string of 1 to 64 bytes}",
             )),
+        }
+    }
+
+    /// A token of at most [`MAX_TOKEN_LEN`] bytes; `required` for the auth ops.
+    fn token(&self, id: u64, required: bool) -> Result<Option<String>, Rejection> {
+        let bad = |msg: &str| Rejection::new(Some(id), ErrorCode::BadRequest, msg);
+        match &self.token {
+            None if required => Err(bad("`token` is missing")),
+            None => Ok(None),
+            Some(Field::Ok(t)) if t.len() <= MAX_TOKEN_LEN => Ok(Some(t.clone())),
+            Some(Field::Ok(_)) => Err(bad("`token` is longer than 8192 bytes")),
+            Some(Field::WrongType) => Err(bad("`token` must be a string")),
         }
     }
 

@@ -36,6 +36,8 @@ struct Wire<'a> {
     cursor: Option<&'a RawValue>,
     #[serde(borrow, default)]
     join_leave: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    token: Option<&'a RawValue>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -74,6 +76,7 @@ pub(super) fn decode(payload: &[u8]) -> Result<Fields, Rejection> {
             .map(|raw| Bytes::copy_from_slice(raw.get().as_bytes())),
         cursor: wire.cursor.map(typed),
         join_leave: wire.join_leave.map(typed),
+        token: wire.token.map(typed),
     })
 }
 

@@ -96,6 +96,10 @@ fn unicode_escape(rest: &[u8]) -> Option<usize> {
     }
 }
 
+/// A `Sec-WebSocket-Protocol` entry that carries a connection token
+/// (`roomcast.bearer.<jwt>`) rather than naming a protocol: never chosen, never echoed.
+pub const BEARER_PREFIX: &str = "roomcast.bearer.";
+
 /// Largest request id accepted: ids must survive a round trip through a JavaScript number.
 pub const MAX_ID: u64 = (1 << 53) - 1;
 
@@ -132,6 +136,9 @@ impl Codec {
     pub fn negotiate<'a>(mut offered: impl Iterator<Item = &'a str>) -> Result<Option<Codec>, ()> {
         let mut any = false;
         let found = offered.find_map(|p| {
+            if p.starts_with(BEARER_PREFIX) {
+                return None;
+            }
             any = true;
             match p {
                 Self::JSON_SUBPROTOCOL => Some(Codec::Json),
@@ -243,6 +250,8 @@ pub enum Command {
         recover: Option<Recover>,
         info: Option<Bytes>,
         join_leave: bool,
+        /// A private channel's token.
+        token: Option<String>,
     },
     Unsubscribe {
         id: u64,
@@ -277,6 +286,16 @@ pub enum Command {
     Ping {
         id: u64,
     },
+    /// Authenticates an anonymous connection with a connection token.
+    Connect {
+        id: u64,
+        token: String,
+    },
+    /// Replaces the connection's token with a fresh one for the same user.
+    Refresh {
+        id: u64,
+        token: String,
+    },
 }
 
 /// The position a client got to on a channel, sent back to recover what it missed.
@@ -295,7 +314,9 @@ impl Command {
             | Command::History { id, .. }
             | Command::Presence { id, .. }
             | Command::PresenceCount { id, .. }
-            | Command::Ping { id } => *id,
+            | Command::Ping { id }
+            | Command::Connect { id, .. }
+            | Command::Refresh { id, .. } => *id,
         }
     }
 }
@@ -329,6 +350,17 @@ pub enum ServerMsg<'a> {
         version: u32,
         /// Seconds between the server's WebSocket pings.
         heartbeat: u64,
+        /// The authenticated user, when the handshake carried a token.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
+        /// When the token expires (seconds since the Unix epoch).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires: Option<u64>,
+    },
+    /// The connection's token expires at `expires` (Unix seconds): send `refresh` before
+    /// then or the connection is closed with 4003.
+    Expiring {
+        expires: u64,
     },
     /// A request succeeded; ops that return something put it beside the id.
     Ok {
@@ -383,6 +415,11 @@ pub enum ReplyData {
     },
     Count {
         count: u64,
+    },
+    /// Who the connection is (`connect`, `refresh`).
+    Auth {
+        user: String,
+        expires: u64,
     },
 }
 

@@ -33,6 +33,8 @@ struct Wire {
     cursor: Option<rmpv::Value>,
     #[serde(default)]
     join_leave: Option<rmpv::Value>,
+    #[serde(default)]
+    token: Option<rmpv::Value>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<rmpv::Value>, D::Error> {
@@ -89,6 +91,7 @@ pub(super) fn decode(payload: &[u8]) -> Result<Fields, Rejection> {
         join_leave: wire
             .join_leave
             .map(|v| v.as_bool().map_or(Field::WrongType, Field::Ok)),
+        token: wire.token.map(string),
     })
 }
 

@@ -22,6 +22,7 @@ fn decodes_every_op() {
             recover: None,
             info: None,
             join_leave: false,
+            token: None,
         })
     );
     assert_eq!(
@@ -179,6 +180,7 @@ fn decodes_recover_and_history() {
             }),
             info: None,
             join_leave: false,
+            token: None,
         })
     );
     assert_eq!(
@@ -339,4 +341,50 @@ fn control_characters_in_strings_are_refused_or_deliverable() {
             );
         }
     }
+}
+
+#[test]
+fn decodes_the_auth_ops_and_a_channel_token() {
+    assert_eq!(
+        json(r#"{"id":1,"op":"connect","token":"a.b.c"}"#),
+        Ok(Command::Connect {
+            id: 1,
+            token: "a.b.c".into()
+        })
+    );
+    assert_eq!(
+        json(r#"{"id":2,"op":"refresh","token":"d.e.f"}"#),
+        Ok(Command::Refresh {
+            id: 2,
+            token: "d.e.f".into()
+        })
+    );
+    let missing = json(r#"{"id":3,"op":"connect"}"#).unwrap_err();
+    assert_eq!((missing.id, missing.code), (Some(3), ErrorCode::BadRequest));
+    let wrong = json(r#"{"id":4,"op":"refresh","token":5}"#).unwrap_err();
+    assert_eq!(wrong.message, "`token` must be a string");
+    let long = format!(
+        r#"{{"id":5,"op":"connect","token":"{}"}}"#,
+        "x".repeat(8193)
+    );
+    assert_eq!(json(&long).unwrap_err().code, ErrorCode::BadRequest);
+    let Ok(Command::Subscribe { token, .. }) =
+        json(r#"{"id":6,"op":"subscribe","channel":"secret:a","token":"t"}"#)
+    else {
+        panic!("subscribe with a token did not decode");
+    };
+    assert_eq!(token.as_deref(), Some("t"));
+}
+
+#[test]
+fn bearer_entries_are_never_chosen_as_the_protocol() {
+    let offered = ["roomcast.bearer.abc", "roomcast.v1.msgpack"];
+    assert_eq!(
+        Codec::negotiate(offered.into_iter()),
+        Ok(Some(Codec::Msgpack))
+    );
+    assert_eq!(
+        Codec::negotiate(["roomcast.bearer.abc"].into_iter()),
+        Ok(None)
+    );
 }

@@ -12,8 +12,21 @@ pub enum CommandError {
     Decode(Rejection),
     #[error("unknown namespace {0:?}")]
     UnknownNamespace(String),
-    #[error("clients may not publish to namespace {0:?}")]
-    PublishForbidden(String),
+    #[error("clients may not {} in namespace {namespace:?}", access.as_str())]
+    Forbidden {
+        access: super::access::Access,
+        namespace: String,
+    },
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error(transparent)]
+    Token(#[from] crate::auth::TokenError),
+    #[error("this node has no auth configured")]
+    NoAuth,
+    #[error("already authenticated; use `refresh` for a new token")]
+    AlreadyAuthenticated,
+    #[error("subscribe/unsubscribe rate limit reached; slow down")]
+    SubscribeRateLimited,
     #[error("namespace {0:?} keeps no history")]
     NoHistory(String),
     #[error("namespace {0:?} keeps no presence")]
@@ -35,11 +48,16 @@ impl CommandError {
         match self {
             CommandError::Decode(rejection) => rejection.code,
             CommandError::UnknownNamespace(_) => ErrorCode::BadChannel,
-            CommandError::PublishForbidden(_)
+            CommandError::Forbidden { .. }
             | CommandError::NoHistory(_)
             | CommandError::NoPresence(_) => ErrorCode::Forbidden,
             CommandError::TooLarge | CommandError::InfoTooLarge(_) => ErrorCode::TooLarge,
-            CommandError::RateLimited => ErrorCode::RateLimited,
+            CommandError::RateLimited | CommandError::SubscribeRateLimited => {
+                ErrorCode::RateLimited
+            }
+            CommandError::Unauthorized(_) => ErrorCode::Unauthorized,
+            CommandError::Token(error) => error.code(),
+            CommandError::NoAuth | CommandError::AlreadyAuthenticated => ErrorCode::BadRequest,
             CommandError::TooManySubscriptions(_) => ErrorCode::LimitExceeded,
             CommandError::Node(NodeError::Bus(_)) => ErrorCode::Unavailable,
         }

@@ -1,6 +1,7 @@
 //! `history`: a page of a channel's history, oldest first: the newest messages, or those
 //! after `since` or before `before`; at most `limit` (default 50, at most 1,000).
 
+use super::access::Access;
 use super::{CommandError, Reply, Session};
 use crate::bus::history::{MAX_PAGE, Query};
 use crate::channel::ChannelName;
@@ -18,7 +19,7 @@ impl Session {
         limit: Option<u64>,
     ) -> Result<Reply, CommandError> {
         let policy = self
-            .policy(&channel)?
+            .authorize(Access::History, &channel, None)?
             .history()
             .ok_or_else(|| CommandError::NoHistory(channel.namespace().to_string()))?;
         let limit = limit.map_or(DEFAULT_LIMIT, |l| l.min(MAX_PAGE as u64) as usize);

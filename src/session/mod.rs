@@ -3,6 +3,8 @@
 //! per command) and queues the reply. Owns no socket: a transport feeds it payloads and
 //! writes what its outbox holds.
 
+mod access;
+mod auth;
 mod budget;
 mod error;
 mod history;
@@ -16,6 +18,7 @@ mod unsubscribe;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::auth::Identity;
 use crate::channel::ChannelName;
 use crate::conn::Conn;
 use crate::node::Node;
@@ -38,18 +41,31 @@ pub struct Session {
     handshake: Option<Box<ConnInfo>>,
     subscriptions: HashSet<ChannelName>,
     publish_budget: budget::TokenBucket,
+    /// Subscribes and unsubscribes share one budget: each costs the node a bus round trip
+    /// when it is a channel's first or last subscriber here.
+    subscribe_budget: budget::TokenBucket,
+    /// Who the client is, once a token said so; boxed: most connections of a public
+    /// deployment are anonymous, and an idle connection should not pay for it.
+    identity: Option<Box<Identity>>,
+    /// What is due next: the end of the window to authenticate in, or the token's expiry.
+    deadline: Option<auth::Deadline>,
 }
 
 impl Session {
     pub fn new(node: Arc<Node>, conn: Arc<Conn>, handshake: Box<ConnInfo>) -> Self {
         let limits = &node.settings.limits;
         let publish_budget = budget::TokenBucket::new(limits.publish_rate, limits.publish_burst);
+        let subscribe_budget =
+            budget::TokenBucket::new(limits.subscribe_rate, limits.subscribe_burst);
         Self {
             node,
             conn,
             handshake: Some(handshake),
             subscriptions: HashSet::new(),
             publish_budget,
+            subscribe_budget,
+            identity: None,
+            deadline: None,
         }
     }
 
@@ -64,16 +80,24 @@ impl Session {
         format!("{}-{}-{}", self.node.id, self.node.boot, self.conn.id)
     }
 
-    /// Establishes the connection: sends `welcome`, the first thing every client
-    /// receives, and lets go of the handshake's details.
+    /// Establishes the connection: checks the handshake's token, sends `welcome`, the
+    /// first thing every accepted client receives, and lets go of the handshake's details.
+    /// A refused token gets an `error` and a close (4002) instead.
     pub fn start(&mut self) {
+        let authenticated = self.authenticate_handshake();
         self.handshake = None;
+        if let Err(code) = authenticated {
+            return self.conn.close(code);
+        }
         let client = self.client_id();
+        let identity = self.identity.as_deref();
         self.send(&ServerMsg::Welcome {
             client: &client,
             node: &self.node.id,
             version: 1,
             heartbeat: self.node.settings.heartbeat.interval_ms.div_ceil(1000),
+            user: identity.map(|i| &*i.user),
+            expires: identity.map(|i| i.expires),
         });
     }
 
@@ -100,8 +124,17 @@ impl Session {
                 recover,
                 info,
                 join_leave,
+                token,
                 ..
-            } => self.subscribe(channel, recover, info, join_leave).await,
+            } => {
+                let options = subscribe::Options {
+                    recover,
+                    info,
+                    join_leave,
+                    token,
+                };
+                self.subscribe(channel, options).await
+            }
             Command::Unsubscribe { channel, .. } => self.unsubscribe(channel).await,
             Command::Publish { channel, data, .. } => self.publish(channel, data).await,
             Command::History {
@@ -119,6 +152,8 @@ impl Session {
             } => self.presence(channel, cursor, limit).await,
             Command::PresenceCount { channel, .. } => self.presence_count(channel).await,
             Command::Ping { .. } => self.ping(),
+            Command::Connect { token, .. } => self.connect(&token),
+            Command::Refresh { token, .. } => self.refresh(&token),
         }
     }
 

@@ -1,6 +1,7 @@
 //! `presence`: a page of a channel's members (client id and info), cluster-wide;
 //! `presence_count`: how many there are, cheap for rooms of any size.
 
+use super::access::Access;
 use super::{CommandError, Reply, Session};
 use crate::bus::presence::MAX_PAGE;
 use crate::channel::ChannelName;
@@ -11,7 +12,7 @@ const DEFAULT_LIMIT: usize = 100;
 
 impl Session {
     fn check_presence(&self, channel: &ChannelName) -> Result<(), CommandError> {
-        if self.policy(channel)?.presence {
+        if self.authorize(Access::Presence, channel, None)?.presence {
             Ok(())
         } else {
             Err(CommandError::NoPresence(channel.namespace().to_string()))

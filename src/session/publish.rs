@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::access::Access;
 use super::{CommandError, Reply, Session};
 use crate::channel::ChannelName;
 use crate::protocol::ReplyData;
@@ -14,11 +15,7 @@ impl Session {
         channel: ChannelName,
         data: Bytes,
     ) -> Result<Reply, CommandError> {
-        if !self.policy(&channel)?.publish {
-            return Err(CommandError::PublishForbidden(
-                channel.namespace().to_string(),
-            ));
-        }
+        self.authorize(Access::Publish, &channel, None)?;
         if data.len() > self.node.settings.limits.max_message_size {
             return Err(CommandError::TooLarge);
         }

@@ -8,6 +8,12 @@ impl Session {
         &mut self,
         channel: ChannelName,
     ) -> Result<Reply, CommandError> {
+        if !self.subscriptions.contains(&channel) {
+            return Ok(None);
+        }
+        if !self.subscribe_budget.take(tokio::time::Instant::now()) {
+            return Err(CommandError::SubscribeRateLimited);
+        }
         if self.subscriptions.remove(&channel) {
             self.leave(&channel).await;
         }

@@ -8,7 +8,7 @@ mod sections;
 mod validate;
 
 pub use sections::{
-    Heartbeat, Limits, LogSettings, MetricsSettings, NamespacePolicy, OtelSettings,
+    AuthSettings, Heartbeat, Limits, LogSettings, MetricsSettings, NamespacePolicy, OtelSettings,
     PresenceSettings, RedisSettings, Shutdown,
 };
 
@@ -92,6 +92,7 @@ pub struct Settings {
     pub limits: Limits,
     pub heartbeat: Heartbeat,
     pub presence: PresenceSettings,
+    pub auth: AuthSettings,
     pub shutdown: Shutdown,
     /// Policy of channels without a namespace (no `:` in the name).
     pub default_namespace: NamespacePolicy,
@@ -116,6 +117,7 @@ impl Default for Settings {
             limits: Limits::default(),
             heartbeat: Heartbeat::default(),
             presence: PresenceSettings::default(),
+            auth: AuthSettings::default(),
             shutdown: Shutdown::default(),
             default_namespace: NamespacePolicy::default(),
             namespaces: BTreeMap::from([("chat".into(), NamespacePolicy::chat())]),
@@ -135,7 +137,8 @@ pub enum SettingsError {
 }
 
 /// The top-level keys, as environment variables name them (`ROOMCAST_<KEY>[__<SUBKEY>]`).
-const TOP_LEVEL_KEYS: [&str; 16] = [
+const TOP_LEVEL_KEYS: [&str; 17] = [
+    "auth",
     "otel",
     "metrics",
     "listen",
@@ -196,6 +199,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("allowed_origins")
+                .with_list_parse_key("limits.trusted_proxies")
                 .source(Some(known_env(env))),
         );
         let flags = [
@@ -245,6 +249,16 @@ impl Settings {
         } else {
             self.namespaces.get(ns)
         }
+    }
+
+    /// Whether some namespace admits clients without a token (always, without auth).
+    pub fn admits_anonymous(&self) -> bool {
+        !self.auth.enabled()
+            || self
+                .namespaces
+                .values()
+                .chain([&self.default_namespace])
+                .any(|p| p.anonymous)
     }
 
     pub fn heartbeat_interval(&self) -> Duration {

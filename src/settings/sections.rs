@@ -2,6 +2,7 @@
 //! comment is its documentation; README.md's configuration table repeats it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +75,9 @@ pub struct MetricsSettings {
     pub listen: Option<SocketAddr>,
     /// When set, `/metrics` answers only requests with `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Also serve `/metrics` on the main (public) port. Off by default: metrics tell an
+    /// attacker about load and limits.
+    pub public: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -89,18 +93,82 @@ pub struct LogSettings {
 pub struct Limits {
     /// Largest client message in bytes; larger closes the connection with 1009.
     pub max_message_size: usize,
-    /// Connections this node holds at once; beyond, new ones are closed with 1013.
+    /// Connections (`/ws` and `/echo`) this node holds at once; beyond, upgrades are
+    /// refused with HTTP 503 before any WebSocket work.
     pub max_connections: usize,
+    /// Connections one source address may hold; beyond, upgrades are refused with HTTP
+    /// 429. 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// Peers whose `X-Forwarded-For` names the client (CIDR, e.g. `172.16.0.0/12`): a load
+    /// balancer in front. Without it, every client behind one shares the balancer's limit.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A connection must send its complete request head within this long.
+    pub handshake_timeout_ms: u64,
+    /// Largest request head (request line and headers) in bytes; beyond, HTTP 431.
+    pub max_header_bytes: usize,
     /// Channels one connection may be subscribed to at once (`limit_exceeded`).
     pub max_subscriptions: usize,
     /// Sustained client publishes per second per connection (`rate_limited` beyond).
     pub publish_rate: f64,
     /// Publishes a connection may burst above the sustained rate.
     pub publish_burst: f64,
+    /// Sustained subscribes plus unsubscribes per second per connection (`rate_limited`).
+    pub subscribe_rate: f64,
+    /// Subscribes and unsubscribes a connection may burst above the sustained rate.
+    pub subscribe_burst: f64,
     /// Bytes queued for one connection before it counts as a slow consumer (close 4000).
     pub outbox_max_bytes: usize,
     /// Frames queued for one connection before it counts as a slow consumer (close 4000).
     pub outbox_max_frames: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// HS256 shared secret for connection and channel tokens. Auth is on when this or a
+    /// key file is set.
+    pub hmac_secret: Option<String>,
+    /// PEM file with an RSA (RS256) or EC P-256 (ES256) public key.
+    pub public_key_file: Option<PathBuf>,
+    /// JWKS file (RS256/ES256 keys, chosen by the token's `kid`), read again when it
+    /// changes and on SIGHUP.
+    pub jwks_file: Option<PathBuf>,
+    /// Tokens must carry this `aud`, when set.
+    pub audience: Option<String>,
+    /// Tokens must carry this `iss`, when set.
+    pub issuer: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_s: u64,
+    /// Also accept the token as `?token=` on `/ws` (it then shows in URLs and logs).
+    pub query_param: bool,
+    /// The `expiring` push comes this many seconds before the token expires.
+    pub expiry_warning_s: u64,
+    /// A connection still anonymous after this long is closed (4002), unless some
+    /// namespace admits anonymous clients.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            hmac_secret: None,
+            public_key_file: None,
+            jwks_file: None,
+            audience: None,
+            issuer: None,
+            leeway_s: 5,
+            query_param: false,
+            expiry_warning_s: 30,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Whether any key is configured: tokens are then checked.
+    pub fn enabled(&self) -> bool {
+        self.hmac_secret.is_some() || self.public_key_file.is_some() || self.jwks_file.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -146,6 +214,18 @@ pub struct Shutdown {
 pub struct NamespacePolicy {
     /// Whether clients may `publish` to channels of this namespace (backends always may).
     pub publish: bool,
+    /// Whether clients may `subscribe`.
+    pub subscribe: bool,
+    /// Whether clients may read the history (`history`; recovery comes with `subscribe`).
+    pub read_history: bool,
+    /// Whether clients may list members (`presence`, `presence_count`).
+    pub read_presence: bool,
+    /// With auth configured: whether clients without a token may do what this policy
+    /// allows. Without auth every client is anonymous and this is not consulted.
+    pub anonymous: bool,
+    /// Subscribing needs a channel token for the client's user and the channel; history,
+    /// presence and publish need a subscription. Needs auth.
+    pub private: bool,
     /// Messages kept per channel, for recovery and the `history` op; 0 keeps none.
     pub history_size: usize,
     /// Seconds a channel's history is kept after its last message.
@@ -159,6 +239,11 @@ impl Default for NamespacePolicy {
     fn default() -> Self {
         Self {
             publish: false,
+            subscribe: true,
+            read_history: true,
+            read_presence: true,
+            anonymous: false,
+            private: false,
             history_size: 0,
             history_ttl_s: 300,
             presence: false,
@@ -201,9 +286,15 @@ impl Default for Limits {
         Self {
             max_message_size: 64 * 1024,
             max_connections: 50_000,
+            max_connections_per_ip: 1_000,
+            trusted_proxies: Vec::new(),
+            handshake_timeout_ms: 10_000,
+            max_header_bytes: 16 * 1024,
             max_subscriptions: 128,
             publish_rate: 20.0,
             publish_burst: 40.0,
+            subscribe_rate: 50.0,
+            subscribe_burst: 200.0,
             outbox_max_bytes: 1 << 20,
             outbox_max_frames: 4096,
         }

@@ -21,7 +21,20 @@ impl Settings {
         self.check_heartbeat()?;
         self.check_identity()?;
         self.check_redis()?;
+        self.check_auth()?;
         self.check_namespaces()
+    }
+
+    fn check_auth(&self) -> Checked {
+        let a = &self.auth;
+        // RFC 7518 §3.2: an HS256 key at least as long as the hash.
+        if a.hmac_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return invalid("auth.hmac_secret", "must be at least 32 bytes");
+        }
+        if a.connect_timeout_ms == 0 {
+            return invalid("auth.connect_timeout_ms", "must be at least 1");
+        }
+        Ok(())
     }
 
     fn check_limits(&self) -> Checked {
@@ -32,11 +45,24 @@ impl Settings {
         if l.max_connections == 0 {
             return invalid("limits.max_connections", "must be at least 1");
         }
+        if l.handshake_timeout_ms == 0 {
+            return invalid("limits.handshake_timeout_ms", "must be at least 1");
+        }
+        // hyper's read buffer cannot be smaller.
+        if l.max_header_bytes < 8192 {
+            return invalid("limits.max_header_bytes", "must be at least 8192");
+        }
         if !(l.publish_rate > 0.0 && l.publish_rate.is_finite()) {
             return invalid("limits.publish_rate", "must be a positive number");
         }
         if !(l.publish_burst >= 1.0 && l.publish_burst.is_finite()) {
             return invalid("limits.publish_burst", "must be at least 1");
+        }
+        if !(l.subscribe_rate > 0.0 && l.subscribe_rate.is_finite()) {
+            return invalid("limits.subscribe_rate", "must be a positive number");
+        }
+        if !(l.subscribe_burst >= 1.0 && l.subscribe_burst.is_finite()) {
+            return invalid("limits.subscribe_burst", "must be at least 1");
         }
         if l.outbox_max_bytes < l.max_message_size {
             return invalid(
@@ -131,6 +157,12 @@ impl Settings {
             }
             if policy.history_size > 0 && policy.history_ttl_s == 0 {
                 return invalid("namespaces.*.history_ttl_s", "must be at least 1");
+            }
+            if policy.private && !self.auth.enabled() {
+                return invalid(
+                    "namespaces.*.private",
+                    "private channels need auth (auth.hmac_secret or a key file)",
+                );
             }
         }
         for ns in self.namespaces.keys() {

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use super::frame::{self, close_frame, pong_frame};
 use super::message::{Message, MessageReader};
 use super::reader::FrameReader;
-use super::ws::{BoxWrite, split};
+use super::socket::{BoxWrite, split};
 use crate::node::Node;
 use crate::protocol::CloseCode;
 

@@ -2,9 +2,11 @@
 //! frames become bytes on its socket. `upgrade` turns an HTTP request into a connection
 //! and the [`ConnInfo`](crate::session::ConnInfo) the session starts from.
 
+pub mod admission;
 pub mod echo;
 pub mod frame;
 pub mod message;
 pub mod reader;
+pub mod socket;
 pub mod upgrade;
 pub mod ws;

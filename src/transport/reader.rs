@@ -10,12 +10,9 @@
 //! fastwebsockets still does the handshake.
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::tcp::OwnedReadHalf;
 
+use super::socket::ReadSide;
 use crate::protocol::CloseCode;
-
-/// Room added at a time for incoming bytes, whatever length a frame header claims.
-const READ_CHUNK: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpCode {
@@ -66,7 +63,7 @@ impl ReadError {
 }
 
 pub struct FrameReader {
-    stream: OwnedReadHalf,
+    stream: ReadSide,
     /// Bytes read and not yet handed out; empty, without an allocation, when idle.
     buf: BytesMut,
     max_payload: usize,
@@ -75,7 +72,7 @@ pub struct FrameReader {
 impl FrameReader {
     /// `early` holds bytes that arrived with the handshake. They are copied: hyper's slice
     /// may pin its whole read buffer for the connection's life.
-    pub fn new(stream: OwnedReadHalf, early: &[u8], max_payload: usize) -> Self {
+    pub fn new(stream: ReadSide, early: &[u8], max_payload: usize) -> Self {
         Self {
             stream,
             buf: BytesMut::from(early),
@@ -93,16 +90,11 @@ impl FrameReader {
                 }
                 return Ok(frame);
             }
-            self.stream.readable().await?;
             // Room for one chunk at a time, not for the length a header claims: what a
             // partly received frame holds grows with the bytes that actually arrived
             // (BytesMut grows geometrically, so a large frame still costs few copies).
-            self.buf.reserve(READ_CHUNK);
-            match self.stream.try_read_buf(&mut self.buf) {
-                Ok(0) => return Err(ReadError::Eof),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e.into()),
+            if self.stream.read_into(&mut self.buf).await? == 0 {
+                return Err(ReadError::Eof);
             }
         }
     }
@@ -127,18 +119,11 @@ impl FrameReader {
     /// closes or [`LINGER`] passes. Dropping a socket with unread bytes makes the kernel
     /// answer with a reset, and the client would never see the close frame and its code.
     pub async fn linger(&mut self) {
-        self.buf = BytesMut::new();
         let drain = async {
-            let mut scratch = [0u8; 4096];
             loop {
-                if self.stream.readable().await.is_err() {
+                self.buf.clear();
+                if !matches!(self.stream.read_into(&mut self.buf).await, Ok(1..)) {
                     return;
-                }
-                match self.stream.try_read(&mut scratch) {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return,
                 }
             }
         };
@@ -310,7 +295,7 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let (read, _write) = server.into_split();
-        let mut reader = FrameReader::new(read, b"", 16 << 20);
+        let mut reader = FrameReader::new(ReadSide::Tcp(read), b"", 16 << 20);
         let mut claim = vec![0x82, 0x80 | 127];
         claim.extend_from_slice(&(15u64 << 20).to_be_bytes());
         claim.extend_from_slice(&[1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);

@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
+use super::admission::{AddressSlot, Refused, client_ip};
 use crate::node::Node;
 use crate::protocol::Codec;
 use crate::session::ConnInfo;
@@ -23,16 +24,28 @@ pub fn client(mut req: Request<Incoming>, node: Arc<Node>, peer: SocketAddr) -> 
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
     }
-    if !origin_allowed(&req, &node.settings.allowed_origins) {
-        node.metrics.rejected_origin.inc();
-        return text(StatusCode::FORBIDDEN, "origin not allowed\n");
-    }
+    let slot = match admit(&req, &node, peer) {
+        Ok(slot) => slot,
+        Err(reply) => return *reply,
+    };
     let info = conn_info(&req, peer);
-    let Ok(chosen) = Codec::negotiate(info.subprotocols.iter().map(AsRef::as_ref)) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "unsupported subprotocol; use roomcast.v1.json or roomcast.v1.msgpack\n",
-        );
+    let offered = info.subprotocols.iter().map(AsRef::as_ref);
+    let chosen = match Codec::negotiate(offered) {
+        // A browser that offered only a bearer entry fails a handshake whose response
+        // names no protocol: tell it what to offer instead.
+        Ok(None) if !info.subprotocols.is_empty() => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "offer roomcast.v1.json or roomcast.v1.msgpack beside roomcast.bearer.<token>\n",
+            );
+        }
+        Ok(chosen) => chosen,
+        Err(()) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "unsupported subprotocol; use roomcast.v1.json or roomcast.v1.msgpack\n",
+            );
+        }
     };
     if node.is_draining() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "node draining\n");
@@ -51,6 +64,8 @@ pub fn client(mut req: Request<Incoming>, node: Arc<Node>, peer: SocketAddr) -> 
     let wire = WireFormat::websocket(chosen.unwrap_or(Codec::Json));
     let tasks = node.tasks.clone();
     tasks.spawn(async move {
+        // Held for as long as the connection lives.
+        let _slot = slot;
         match upgrade.await {
             Ok(ws) => super::ws::serve(node, ws.into_inner().into_inner(), wire, info).await,
             Err(error) => tracing::debug!(%error, %peer, "upgrade failed"),
@@ -59,19 +74,59 @@ pub fn client(mut req: Request<Incoming>, node: Arc<Node>, peer: SocketAddr) -> 
     response
 }
 
-/// `GET /echo`: the echo endpoint.
-pub fn echo(mut req: Request<Incoming>, node: Arc<Node>) -> Reply {
+/// `GET /echo`: the echo endpoint, under the same Origin rule and connection limits.
+pub fn echo(mut req: Request<Incoming>, node: Arc<Node>, peer: SocketAddr) -> Reply {
+    let slot = match admit(&req, &node, peer) {
+        Ok(slot) => slot,
+        Err(reply) => return *reply,
+    };
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(error) => return text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
     };
     let tasks = node.tasks.clone();
     tasks.spawn(async move {
+        let _slot = slot;
         if let Ok(ws) = upgrade.await {
             super::echo::serve(node, ws.into_inner().into_inner()).await;
         }
     });
     response.map(|_| Full::new(Bytes::new()))
+}
+
+/// A place among the node's connections, or the reply refusing one: before any
+/// WebSocket work, so that a flood of upgrades costs only this check.
+/// The Origin rule comes first: it costs nothing and refuses other sites' pages.
+fn admit<B>(req: &Request<B>, node: &Node, peer: SocketAddr) -> Result<AddressSlot, Box<Reply>> {
+    if !origin_allowed(req, &node.settings.allowed_origins) {
+        node.metrics.rejected_origin.inc();
+        return Err(Box::new(text(
+            StatusCode::FORBIDDEN,
+            "origin not allowed\n",
+        )));
+    }
+    let ip = client_ip(req, peer, &node.settings.limits.trusted_proxies);
+    node.addresses.take(ip).map_err(|refused| {
+        node.metrics.refused(refused);
+        tracing::debug!(%ip, ?refused, "connection refused");
+        Box::new(refusal(refused))
+    })
+}
+
+/// 503 for a full node, 429 for a full address; both say when to come back.
+fn refusal(refused: Refused) -> Reply {
+    let (status, body) = match refused {
+        Refused::Full => (StatusCode::SERVICE_UNAVAILABLE, "node full\n"),
+        Refused::Address => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from this address\n",
+        ),
+    };
+    let mut reply = text(status, body);
+    reply
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    reply
 }
 
 /// What the request shows that the session may need. Every `Sec-WebSocket-Protocol`

@@ -5,17 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
 use super::frame::{close_frame, ping_frame, pong_frame};
 use super::message::{Message, MessageReader};
 use super::reader::{FrameReader, ReadError};
+use super::socket::{BoxWrite, split};
 use crate::conn::{Batch, Conn, Outgoing};
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -26,22 +23,12 @@ use crate::wire::WireFormat;
 /// How long a close frame may take to write before the socket is dropped without it.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub(super) type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
-
-/// Takes the TCP stream back from hyper: the reader waits on the socket's readiness and
-/// the writer owns its write half, with no lock between them.
-pub(super) fn split(upgraded: Upgraded) -> Option<(OwnedReadHalf, Bytes, BoxWrite)> {
-    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
-    let (read, write) = parts.io.into_inner().into_split();
-    Some((read, parts.read_buf, Box::new(write)))
-}
-
 /// Runs a client connection until it ends. The caller has completed the handshake.
 pub async fn serve(node: Arc<Node>, upgraded: Upgraded, wire: WireFormat, info: Box<ConnInfo>) {
     let peer = info.peer;
     let Some((read, early, mut write)) = split(upgraded) else {
-        // The server in this crate only ever hands over TCP streams.
-        tracing::error!(%peer, "upgraded connection is not a TCP stream");
+        // The server in this crate only ever hands over TCP and TLS streams.
+        tracing::error!(%peer, "upgraded connection is neither TCP nor TLS");
         return;
     };
     let limits = &node.settings.limits;
@@ -102,9 +89,20 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, wire: WireFormat, info: 
 async fn read_loop(node: &Node, conn: &Conn, session: &mut Session, reader: &mut MessageReader) {
     let idle = node.settings.idle_timeout();
     loop {
+        let deadline = session.deadline();
+        let due = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let message = tokio::select! {
             biased;
             () = conn.cancelled() => return,
+            () = due => {
+                session.on_deadline();
+                continue;
+            }
             r = tokio::time::timeout(idle, reader.next()) => r,
         };
         let payload = match message {

@@ -138,7 +138,11 @@ async fn metrics_token_and_admin_port() {
 
     let admin_port = crate::redis_support::free_port();
     let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    let node = TestNode::start_with(|s| s.metrics.listen = Some(admin)).await;
+    let node = TestNode::start_with(|s| {
+        s.metrics.listen = Some(admin);
+        s.metrics.public = false;
+    })
+    .await;
     let listener = tokio::net::TcpListener::bind(admin).await.unwrap();
     tokio::spawn(roomcast::server::serve_admin(
         listener,

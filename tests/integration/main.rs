@@ -1,5 +1,7 @@
 //! roomcast's integration tests: one binary, real nodes on port 0, real clients.
 
+mod admission;
+mod auth;
 mod cluster;
 mod examples;
 mod fanout;

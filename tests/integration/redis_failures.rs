@@ -111,3 +111,45 @@ async fn killed_pubsub_connection_is_rebuilt() {
     assert_eq!(sub.next_message().await["data"], 1);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_turns_the_node_unready_within_the_probe_timeout() {
+    let Some(redis) = redis().await else { return };
+    let node = node_on(&redis.url(), "frozen").await;
+    ready(&node).await;
+    let mut sub = node.json().await;
+    sub.subscribe("live:f").await;
+    redis.signal("STOP");
+    let frozen = tokio::time::Instant::now();
+    // A subscribe in flight while Redis hangs gets an answer, and the probe keeps running.
+    let mut other = node.json().await;
+    let reply = other
+        .request(json!({"op": "subscribe", "channel": "live:other"}))
+        .await;
+    assert!(
+        reply["op"] == "ok" || reply["code"] == "unavailable",
+        "{reply}"
+    );
+    let n = std::sync::Arc::clone(&node.node);
+    eventually(move || !n.is_ready()).await;
+    let unready_after = frozen.elapsed();
+    // probe_timeout_ms (500) + probe_interval_ms (100), plus scheduling slack.
+    assert!(
+        unready_after < Duration::from_millis(1500),
+        "{unready_after:?}"
+    );
+    assert_eq!(node.get("/readyz").await.0, 503);
+    // The node itself stays responsive, and its clients connected.
+    assert_eq!(sub.request(json!({"op": "ping"})).await["op"], "ok");
+    let reply = sub.publish("live:f", json!("frozen")).await;
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    redis.signal("CONT");
+    ready(&node).await;
+    assert_eq!(sub.recv().await, json!({"op": "gap", "channel": "live:f"}));
+    assert_eq!(sub.publish("live:f", json!("thawed")).await["op"], "ok");
+    assert_eq!(sub.next_message().await["data"], "thawed");
+    other.subscribe("live:other").await;
+    assert_eq!(other.publish("live:other", json!(2)).await["op"], "ok");
+    assert_eq!(other.next_message().await["data"], 2);
+    node.stop().await;
+}

@@ -120,6 +120,17 @@ impl RedisServer {
         panic!("redis-server did not come up on port {}", self.port);
     }
 
+    /// Sends the server a signal: `STOP` freezes it with every connection open (a hung
+    /// Redis: the kernel still accepts connections, nothing answers), `CONT` thaws it.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -36,6 +36,8 @@ impl TestNode {
         };
         settings.shutdown.drain_window_ms = 200;
         settings.shutdown.grace_ms = 2_000;
+        // The tests read /metrics on the node's one port.
+        settings.metrics.public = true;
         configure(&mut settings);
         settings.validate().expect("valid test settings");
         let node = Node::new(settings).expect("node starts");
@@ -121,6 +123,17 @@ impl Client {
         protocol: Option<&str>,
         headers: &[(&'static str, &str)],
     ) -> Result<Self, tungstenite::Error> {
+        let (client, welcome) = Self::open(url, protocol, headers).await?;
+        assert_eq!(welcome["op"], "welcome", "{welcome}");
+        Ok(client)
+    }
+
+    /// Completes the handshake and returns the first message, whatever it is.
+    pub async fn open(
+        url: &str,
+        protocol: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<(Self, Value), tungstenite::Error> {
         let mut req = url.into_client_request().unwrap();
         if let Some(p) = protocol {
             req.headers_mut()
@@ -134,13 +147,12 @@ impl Client {
             .expect("handshake in time")?;
         let mut client = Self {
             ws,
-            msgpack: protocol == Some("roomcast.v1.msgpack"),
+            msgpack: protocol.is_some_and(|p| p.starts_with("roomcast.v1.msgpack")),
             next_id: 1,
             pending: Default::default(),
         };
-        let welcome = client.recv().await;
-        assert_eq!(welcome["op"], "welcome", "{welcome}");
-        Ok(client)
+        let first = client.recv().await;
+        Ok((client, first))
     }
 
     pub async fn send(&mut self, value: Value) {

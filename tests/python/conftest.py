@@ -51,7 +51,7 @@ class NodeProcess:
 
     def start(self):
         args = [roomcast_bin(), "--listen", f"127.0.0.1:{self.port}", "--node-id", self.node_id,
-                "--set", "shutdown.drain_window_ms=200", "--set", "shutdown.grace_ms=1000", *self.extra]
+                "--set", "metrics.public=true", "--set", "shutdown.drain_window_ms=200", "--set", "shutdown.grace_ms=1000", *self.extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env)
         deadline = time.time() + 15
         while time.time() < deadline:

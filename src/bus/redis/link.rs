@@ -92,7 +92,7 @@ impl Link for RedisLink {
             }
             state.wanted.iter().cloned().collect()
         };
-        apply(&live.sink, drain(&mut ctl_rx)).await?;
+        apply(&live.sink, drain(&mut ctl_rx), shared.response_timeout()).await?;
         live.ctl = Some(ctl_rx);
         Ok(channels)
     }
@@ -127,7 +127,9 @@ impl Link for RedisLink {
                 Some(first) = ctl.recv() => {
                     let mut batch = vec![first];
                     batch.extend(drain(&mut ctl));
-                    if let Err(lost) = apply(&sink, batch).await {
+                    // Bounded: the probe cannot run while this waits, so a Redis that
+                    // stopped answering must not hold the loop past the response timeout.
+                    if let Err(lost) = apply(&sink, batch, shared.response_timeout()).await {
                         return lost;
                     }
                 }
@@ -164,8 +166,9 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Ctl>) -> Vec<Ctl> {
 }
 
 /// Sends a batch of subscription changes as one pipeline: one command per channel (so
-/// every reply pairs with its request), all written before any reply is awaited.
-async fn apply(sink: &PubSubSink, batch: Vec<Ctl>) -> Result<(), Lost> {
+/// every reply pairs with its request), all written before any reply is awaited. Replies
+/// not back within `timeout` fail the batch and the link: its connection is unusable.
+async fn apply(sink: &PubSubSink, batch: Vec<Ctl>, timeout: Duration) -> Result<(), Lost> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -182,7 +185,21 @@ async fn apply(sink: &PubSubSink, batch: Vec<Ctl>) -> Result<(), Lost> {
         }
     });
     // join_all polls in order on its first pass, so commands are queued in batch order.
-    let results = futures_util::future::join_all(calls).await;
+    let results = match tokio::time::timeout(timeout, futures_util::future::join_all(calls)).await {
+        Ok(results) => results,
+        Err(_) => {
+            let error = BusError::from(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "redis did not answer a (un)subscribe in time",
+            )));
+            for ctl in batch {
+                if let Some(done) = ctl.done {
+                    let _ = done.send(Err(error.clone()));
+                }
+            }
+            return Err(Lost::Command(error));
+        }
+    };
     let mut failure = None;
     for (ctl, result) in batch.into_iter().zip(results) {
         let result = result.map_err(BusError::from);

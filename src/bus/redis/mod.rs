@@ -117,6 +117,11 @@ impl Shared {
     fn redis_name(&self, channel: &ChannelName) -> String {
         format!("{}{channel}", self.prefix)
     }
+
+    /// How long any Redis command may take before it counts as failed.
+    fn response_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.settings.response_timeout_ms)
+    }
 }
 
 impl RedisBus {
