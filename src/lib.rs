@@ -22,5 +22,6 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;
 pub mod wire;

@@ -28,7 +28,15 @@ fn main() -> ExitCode {
         }
     };
     if cli.healthcheck {
-        return healthcheck(settings.listen);
+        // With native TLS the main port speaks TLS only; the admin port stays plain.
+        return match (settings.metrics.listen, settings.tls.cert_file.is_some()) {
+            (Some(admin), _) => healthcheck(admin),
+            (None, false) => healthcheck(settings.listen),
+            (None, true) => {
+                eprintln!("roomcast: --healthcheck with tls needs metrics.listen (plain HTTP)");
+                ExitCode::FAILURE
+            }
+        };
     }
     // Decided once here: telemetry labels its exports with it before the node exists.
     settings.node_id = settings.node_id_or_generated();

@@ -34,7 +34,7 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let task = serve_http(stream, peer, Arc::clone(&node), http_closing.clone());
+                let task = serve_stream(stream, peer, Arc::clone(&node), http_closing.clone());
                 node.tasks.spawn(task);
             }
             Err(error) => {
@@ -74,12 +74,29 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
     tracing::info!("drained");
 }
 
-async fn serve_http(
+/// Serves one accepted connection: over TLS when the node has it (the handshake bounded
+/// by the same timeout as the request head), else plain.
+async fn serve_stream(
     stream: TcpStream,
     peer: SocketAddr,
     node: Arc<Node>,
     closing: CancellationToken,
 ) {
+    let Some(tls) = node.tls.clone() else {
+        return serve_http(stream, peer, node, closing).await;
+    };
+    let timeout = Duration::from_millis(node.settings.limits.handshake_timeout_ms);
+    match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve_http(stream, peer, node, closing).await,
+        Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_http<S>(stream: S, peer: SocketAddr, node: Arc<Node>, closing: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = {
         let node = Arc::clone(&node);
         hyper::service::service_fn(move |req| route(req, Arc::clone(&node), peer))

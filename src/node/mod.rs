@@ -47,6 +47,8 @@ pub enum StartError {
     RedisUrl(#[source] redis::RedisError),
     #[error("cannot load the auth keys")]
     Auth(#[from] crate::auth::KeyError),
+    #[error("cannot load the TLS certificate")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 pub struct Node {
@@ -60,6 +62,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     /// Checks tokens; `None` when no key is configured and every client is anonymous.
     pub auth: Option<Arc<Auth>>,
+    /// Native TLS on the main port; `None` when off (or terminated by a load balancer).
+    pub tls: Option<Arc<crate::tls::Tls>>,
     /// Connections held, in all and per source address: checked before an upgrade.
     pub addresses: Arc<crate::transport::admission::Addresses>,
     /// Bumped on SIGHUP: whatever serves from files (keys, certificates) reads them again.
@@ -110,6 +114,7 @@ impl Node {
             )),
         };
         let auth = Auth::new(&settings.auth)?.map(Arc::new);
+        let tls = crate::tls::Tls::new(&settings.tls)?.map(Arc::new);
         let addresses = crate::transport::admission::Addresses::new(
             settings.limits.max_connections,
             settings.limits.max_connections_per_ip,
@@ -149,6 +154,7 @@ impl Node {
                 settings: Arc::new(settings),
                 metrics,
                 auth,
+                tls,
                 addresses,
                 reload: tokio::sync::watch::Sender::new(0),
                 bus,
@@ -175,7 +181,22 @@ impl Node {
         node.tasks
             .spawn(presence::refresh_loop(Arc::downgrade(&node), every, stop));
         node.watch_keys();
+        node.watch_certificate();
         Ok(node)
+    }
+
+    /// Reads the TLS certificate and key again when they change or on SIGHUP.
+    fn watch_certificate(&self) {
+        let Some(tls) = self.tls.clone() else {
+            return;
+        };
+        self.tasks.spawn(crate::reload::watch_files(
+            "tls certificate",
+            tls.files(),
+            self.reload.subscribe(),
+            self.bus_stop.clone(),
+            move || tls.reload().map_err(Into::into),
+        ));
     }
 
     /// Reads the JWKS and public key files again when they change or on SIGHUP.

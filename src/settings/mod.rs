@@ -9,7 +9,7 @@ mod validate;
 
 pub use sections::{
     AuthSettings, Heartbeat, Limits, LogSettings, MetricsSettings, NamespacePolicy, OtelSettings,
-    PresenceSettings, RedisSettings, Shutdown,
+    PresenceSettings, RedisSettings, Shutdown, TlsSettings,
 };
 
 use std::collections::BTreeMap;
@@ -93,6 +93,7 @@ pub struct Settings {
     pub heartbeat: Heartbeat,
     pub presence: PresenceSettings,
     pub auth: AuthSettings,
+    pub tls: TlsSettings,
     pub shutdown: Shutdown,
     /// Policy of channels without a namespace (no `:` in the name).
     pub default_namespace: NamespacePolicy,
@@ -118,6 +119,7 @@ impl Default for Settings {
             heartbeat: Heartbeat::default(),
             presence: PresenceSettings::default(),
             auth: AuthSettings::default(),
+            tls: TlsSettings::default(),
             shutdown: Shutdown::default(),
             default_namespace: NamespacePolicy::default(),
             namespaces: BTreeMap::from([("chat".into(), NamespacePolicy::chat())]),
@@ -137,8 +139,9 @@ pub enum SettingsError {
 }
 
 /// The top-level keys, as environment variables name them (`ROOMCAST_<KEY>[__<SUBKEY>]`).
-const TOP_LEVEL_KEYS: [&str; 17] = [
+const TOP_LEVEL_KEYS: [&str; 18] = [
     "auth",
+    "tls",
     "otel",
     "metrics",
     "listen",

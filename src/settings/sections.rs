@@ -122,6 +122,16 @@ pub struct Limits {
     pub outbox_max_frames: usize,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain (leaf first); with `key_file`, the main port speaks TLS only
+    /// (`wss://`, `https://`). Read again when it changes and on SIGHUP.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate.
+    pub key_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {

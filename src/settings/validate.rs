@@ -31,6 +31,9 @@ impl Settings {
         if a.hmac_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return invalid("auth.hmac_secret", "must be at least 32 bytes");
         }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return invalid("tls", "set both tls.cert_file and tls.key_file, or neither");
+        }
         if a.connect_timeout_ms == 0 {
             return invalid("auth.connect_timeout_ms", "must be at least 1");
         }

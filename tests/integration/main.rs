@@ -13,4 +13,5 @@ mod recovery;
 mod redis_failures;
 mod redis_support;
 mod support;
+mod tls;
 mod tracing;

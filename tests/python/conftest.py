@@ -38,16 +38,19 @@ def roomcast_bin() -> str:
 class NodeProcess:
     """A roomcast node as a child process; can be stopped and started on the same port."""
 
-    def __init__(self, port: int, node_id: str, extra=(), env=None):
+    def __init__(self, port: int, node_id: str, extra=(), env=None, ssl_context=None):
         self.port = port
         self.node_id = node_id
         self.extra = list(extra)
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
+        # Set for a node with native TLS: its port then speaks https only.
+        self.ssl_context = ssl_context
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self):
         args = [roomcast_bin(), "--listen", f"127.0.0.1:{self.port}", "--node-id", self.node_id,
@@ -56,7 +59,7 @@ class NodeProcess:
         deadline = time.time() + 15
         while time.time() < deadline:
             try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1, context=self.ssl_context) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -101,18 +104,25 @@ def chromium_path() -> str:
     pytest.fail("chromium not installed (apt-get install chromium chromium-driver)")
 
 
-@pytest.fixture
-def browser():
-    profile = tempfile.mkdtemp(prefix="roomcast-chromium-")
+def make_browser(profile, extra_flags=()):
+    """Headless Chromium with a fresh profile; `extra_flags` for tests that need more."""
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium_path()
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1000,800"):
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1000,800",
+                 *extra_flags):
         opts.add_argument(flag)
     driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
     driver.set_script_timeout(20)
+    return driver
+
+
+@pytest.fixture
+def browser():
+    profile = tempfile.mkdtemp(prefix="roomcast-chromium-")
+    driver = make_browser(profile)
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
