@@ -197,6 +197,13 @@ pub struct Metrics {
     pub rejected_full: Counter,
     /// Upgrades refused because the address held `limits.max_connections_per_ip`.
     pub rejected_address: Counter,
+    /// Connections dropped for not completing their request head (or TLS handshake) in
+    /// `limits.handshake_timeout_ms`.
+    pub handshake_timeouts: Counter,
+    /// Requests refused with 431 for a head over `limits.max_header_bytes`.
+    pub oversized_heads: Counter,
+    /// TLS handshakes that failed (bad client hello, plain HTTP on the TLS port, …).
+    pub tls_failures: Counter,
     pub bus_connected: Gauge,
     pub bus_reconnects: Counter,
     pub bus_probe_failures: Counter,
@@ -262,7 +269,7 @@ impl Metrics {
 
     /// Every unlabelled metric: (name without `roomcast_`, type, help, value). `/metrics`
     /// renders these, and the OpenTelemetry bridge observes them.
-    pub fn samples(&self) -> [(&'static str, &'static str, &'static str, i64); 24] {
+    pub fn samples(&self) -> [(&'static str, &'static str, &'static str, i64); 27] {
         let c = |c: &Counter| c.get() as i64;
         let g = |g: &Gauge| g.get();
         #[rustfmt::skip]
@@ -279,6 +286,9 @@ impl Metrics {
             ("rejected_origin_total", "counter", "WebSocket upgrades refused for their Origin.", c(&self.rejected_origin)),
             ("rejected_node_full_total", "counter", "Upgrades refused (503) because the node held limits.max_connections.", c(&self.rejected_full)),
             ("rejected_per_ip_total", "counter", "Upgrades refused (429) because the address held limits.max_connections_per_ip.", c(&self.rejected_address)),
+            ("handshake_timeouts_total", "counter", "Connections dropped for an incomplete request head or TLS handshake after limits.handshake_timeout_ms.", c(&self.handshake_timeouts)),
+            ("oversized_request_heads_total", "counter", "Requests refused (431) for a head over limits.max_header_bytes.", c(&self.oversized_heads)),
+            ("tls_handshake_failures_total", "counter", "TLS handshakes that failed.", c(&self.tls_failures)),
             ("bus_connected", "gauge", "1 while the bus link is up and subscribed, else 0.", g(&self.bus_connected)),
             ("bus_reconnects_total", "counter", "Attempts to re-establish the Redis link.", c(&self.bus_reconnects)),
             ("bus_probe_failures_total", "counter", "Times the liveness probe found the pub/sub link deaf.", c(&self.bus_probe_failures)),

@@ -88,8 +88,14 @@ async fn serve_stream(
     let timeout = Duration::from_millis(node.settings.limits.handshake_timeout_ms);
     match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
         Ok(Ok(stream)) => serve_http(stream, peer, node, closing).await,
-        Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
-        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        Ok(Err(error)) => {
+            node.metrics.tls_failures.inc();
+            tracing::debug!(%error, %peer, "TLS handshake failed");
+        }
+        Err(_) => {
+            node.metrics.handshake_timeouts.inc();
+            tracing::debug!(%peer, "TLS handshake timed out");
+        }
     }
 }
 
@@ -117,6 +123,11 @@ where
         }
     };
     if let Err(error) = result {
+        if error.is_timeout() {
+            node.metrics.handshake_timeouts.inc();
+        } else if error.is_parse_too_large() {
+            node.metrics.oversized_heads.inc();
+        }
         tracing::debug!(%error, %peer, "http connection ended with an error");
     }
 }

@@ -120,6 +120,8 @@ async fn a_slow_request_head_is_cut_off_at_the_handshake_timeout() {
         matches!(ended, Ok(Ok(0) | Err(_))),
         "an idle socket was kept: {ended:?}"
     );
+    let metrics = std::sync::Arc::clone(&node.node.metrics);
+    eventually(move || metrics.handshake_timeouts.get() == 2).await;
     node.json().await;
     node.stop().await;
 }
@@ -137,6 +139,8 @@ async fn an_oversized_request_head_is_refused_431() {
     let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut reply)).await;
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    let metrics = std::sync::Arc::clone(&node.node.metrics);
+    eventually(move || metrics.oversized_heads.get() == 1).await;
     node.json().await;
     node.stop().await;
 }

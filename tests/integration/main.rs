@@ -5,6 +5,7 @@ mod auth;
 mod cluster;
 mod examples;
 mod fanout;
+mod hostile;
 mod http;
 mod limits;
 mod presence;

@@ -156,6 +156,7 @@ async fn plain_http_to_a_tls_port_is_turned_away_and_the_node_serves_on() {
     let mut reply = Vec::new();
     let _ = tokio::time::timeout(crate::support::TIMEOUT, plain.read_to_end(&mut reply)).await;
     assert!(!reply.starts_with(b"HTTP/1.1 200"), "plain HTTP was served");
+    assert_eq!(node.node.metrics.tls_failures.get(), 1);
     let (mut ws, _) = wss(&node).await;
     send(&mut ws, json!({"id": 7, "op": "ping"})).await;
     assert_eq!(next(&mut ws).await["id"], 7);
