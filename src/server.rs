@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -19,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use subtle::ConstantTimeEq;
 
 use crate::node::Node;
-use crate::transport::upgrade::{self, Reply, text};
+use crate::transport::http::{Reply, full, text};
+use crate::transport::upgrade;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const ROOMCAST_JS: &str = include_str!("assets/roomcast.js");
@@ -137,10 +137,22 @@ async fn route(
     node: Arc<Node>,
     peer: SocketAddr,
 ) -> Result<Reply, Infallible> {
+    let path = req.uri().path();
+    if path.starts_with("/api/") {
+        return Ok(crate::transport::api::serve(req, node, peer).await);
+    }
+    if path == "/rpc" {
+        return Ok(match *req.method() {
+            Method::POST => crate::transport::rpc::serve(req, node, peer).await,
+            _ => crate::transport::query::method_not_allowed("POST"),
+        });
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
     }
     let reply = match req.uri().path() {
+        "/sse" => crate::transport::sse::serve(req, node, peer).await,
+        "/poll" => crate::transport::poll::serve(req, node, peer).await,
         "/ws" => upgrade::client(req, node, peer),
         "/echo" if node.settings.echo => upgrade::echo(req, node, peer),
         "/" | "/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
@@ -210,7 +222,7 @@ pub async fn serve_admin(listener: TcpListener, node: Arc<Node>) {
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let mut r = Response::new(full(Bytes::from_static(body.as_bytes())));
     let headers = r.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -14,7 +14,12 @@
  * node, any node, to recover what was missed: the application sees every message once, in
  * order. When that is not possible it emits "gap" so the application can refetch.
  * Requests made while disconnected are rejected with code "disconnected"; subscriptions
- * made while disconnected are kept and sent on connect. With `token`, every connection
+ * made while disconnected are kept and sent on connect.
+ *
+ * Falls back by itself when a WebSocket cannot be had (a proxy that strips the upgrade):
+ * to Server-Sent Events (requests over `POST /rpc`), then to long-polling, with the same
+ * API and events; `rc.transport` says which is in use, and positions carry over, so a
+ * switch loses nothing on channels with history. With `token`, every connection
  * carries a connection token (a `roomcast.bearer.<jwt>` subprotocol entry, so it stays out
  * of URLs) and is refreshed when the node says it is expiring. Spec: proto/PROTOCOL.md.
  */
@@ -38,6 +43,8 @@
      * @param {number} [options.maxBackoffMs=15000] largest reconnect delay
      * @param {number} [options.requestTimeoutMs=10000] reject a request with no reply by then
      * @param {boolean} [options.autoConnect=true]
+     * @param {string[]} [options.transports=["websocket","sse","poll"]] the doors to try,
+     *   in order; a transport that fails twice before its `welcome` gives way to the next.
      * @param {string|function(): (string|Promise<string>)} [options.token] a connection
      *   token (JWT), or a function that fetches a fresh one from the application's
      *   backend: called on every connect and when the token is about to expire.
@@ -62,6 +69,11 @@
       this._timer = null;
       this._closedByUser = false;
       this._token = o.token;
+      this.transports = (o.transports || ["websocket", "sse", "poll"]).slice();
+      /** The transport in use (or being tried): "websocket", "sse" or "poll". */
+      this.transport = this.transports[0];
+      this._failures = 0;
+      this._http = null;
       if (o.autoConnect !== false) this.connect();
     }
 
@@ -77,7 +89,9 @@
     }
 
     get connected() {
-      return this.welcome !== null && this._ws !== null && this._ws.readyState === 1;
+      if (this.welcome === null) return false;
+      if (this.transport !== "websocket") return this._http !== null;
+      return this._ws !== null && this._ws.readyState === 1;
     }
 
     /** The current connection token, fetched when `token` is a function. */
@@ -90,9 +104,12 @@
       this._closedByUser = false;
       clearTimeout(this._timer);
       if (this._ws && this._ws.readyState <= 1) return;
-      if (this._token === undefined) return this._open(null);
+      if (this._http) return;
+      const open = (token) =>
+        this.transport === "websocket" ? this._open(token) : this._openHttp(token);
+      if (this._token === undefined) return open(null);
       this._fetchToken().then(
-        (token) => this._open(token),
+        (token) => open(token),
         (err) => {
           this._emit("error", err);
           this._scheduleReconnect(4002);
@@ -123,6 +140,7 @@
       this._closedByUser = true;
       clearTimeout(this._timer);
       if (this._ws) this._ws.close(1000, "bye");
+      if (this._http) this._endHttp(1000, "bye");
     }
 
     /** Resolves with the reply: on channels with history `{offset, epoch}` (and
@@ -132,6 +150,7 @@
       this.channels.add(channel);
       this._options.set(channel, options || {});
       if (!this.connected) return Promise.resolve({ queued: true });
+      if (this.transport !== "websocket") return this._restream();
       return this._subscribe(channel).catch((err) => {
         this.channels.delete(channel);
         throw err;
@@ -175,6 +194,7 @@
       this.positions.delete(channel);
       this._options.delete(channel);
       if (!this.connected) return Promise.resolve({ queued: true });
+      if (this.transport !== "websocket") return this._restream();
       return this._request({ op: "unsubscribe", channel });
     }
 
@@ -190,6 +210,7 @@
       if (!this.connected) {
         return Promise.reject(new RoomcastError("disconnected", "not connected"));
       }
+      if (this.transport !== "websocket") return this._rpc(body);
       const id = this._nextId++;
       const frame = JSON.stringify(Object.assign({ id }, body));
       return new Promise((resolve, reject) => {
@@ -210,14 +231,24 @@
         this._emit("error", err);
         return;
       }
+      this._onMessage(msg);
+    }
+
+    _onMessage(msg) {
       switch (msg.op) {
         case "welcome":
           this.welcome = msg;
           this._attempt = 0;
-          this._resubscribe();
+          this._failures = 0;
+          if (this.transport === "websocket") this._resubscribe();
           this._emit("open", msg);
           break;
         case "expiring":
+          if (this.transport !== "websocket") {
+            // Over HTTP the token rides on each request: a fresh stream takes the new one.
+            this._restream();
+            break;
+          }
           this._fetchToken()
             .then((token) => this._request({ op: "refresh", token }))
             .then((reply) => this._emit("refreshed", reply), (err) => this._emit("error", err));
@@ -266,6 +297,7 @@
     _onClose(ws, ev) {
       if (ws !== this._ws) return;
       this._ws = null;
+      this._fellThrough(this.welcome === null);
       this.welcome = null;
       for (const [, p] of this._pending) {
         clearTimeout(p.timer);
@@ -290,6 +322,177 @@
       this._attempt = Math.min(this._attempt + 1, 16);
       this._emit("reconnecting", { delayMs, attempt: this._attempt, code });
       this._timer = setTimeout(() => this.connect(), delayMs);
+    }
+
+    /** Counts a connection that ended before its `welcome`; the second in a row moves to
+     *  the next transport. */
+    _fellThrough(beforeWelcome) {
+      if (!beforeWelcome) {
+        this._failures = 0;
+        return;
+      }
+      this._failures += 1;
+      const next = this.transports.indexOf(this.transport) + 1;
+      if (this._failures >= 2 && next < this.transports.length) {
+        this.transport = this.transports[next];
+        this._failures = 0;
+        this._attempt = 0;
+        this._emit("transport", { transport: this.transport });
+      }
+    }
+
+    /** The node's HTTP base for the current URL: ws://h/ws -> http://h. */
+    _base() {
+      return this.url.replace(/^ws/, "http").replace(/\/ws$/, "");
+    }
+
+    /** Where each channel got to, as SSE ids and poll cursors write it. */
+    _cursor() {
+      const parts = [];
+      for (const [channel, p] of this.positions) {
+        if (this.channels.has(channel)) parts.push(channel + "~" + p.offset + "~" + p.epoch);
+      }
+      return parts.join(",");
+    }
+
+    _query(token, extra) {
+      const q = new URLSearchParams();
+      for (const channel of this.channels) q.append("channel", channel);
+      const cursor = this._cursor();
+      if (cursor) q.set("cursor", cursor);
+      if (token) q.set("token", token);
+      // One info and one join_leave for the stream: the first subscription's.
+      const first = this._options.get([...this.channels][0]) || {};
+      if (first.info !== undefined) q.set("info", JSON.stringify(first.info));
+      if (first.joinLeave) q.set("join_leave", "true");
+      for (const [k, v] of Object.entries(extra || {})) q.set(k, v);
+      return q.toString();
+    }
+
+    /** Opens an HTTP link: an EventSource, or a long-poll loop. */
+    _openHttp(token) {
+      if (this._closedByUser || this._http) return;
+      const link = { token, es: null, abort: null, live: true, opened: null };
+      this._http = link;
+      if (this.transport === "sse") return this._openSse(link);
+      this._pollLoop(link);
+    }
+
+    _openSse(link) {
+      const es = new EventSource(this._base() + "/sse?" + this._query(link.token));
+      link.es = es;
+      link.opened = new Promise((resolve) => (link.resolveOpen = resolve));
+      for (const op of ["welcome", "message", "gap", "join", "leave", "expiring"]) {
+        es.addEventListener(op, (ev) => {
+          if (this._http !== link) return;
+          this._onFrame(ev.data);
+          if (op === "welcome") link.resolveOpen();
+        });
+      }
+      es.addEventListener("close", (ev) => {
+        const c = JSON.parse(ev.data);
+        if (this._http === link) this._endHttp(c.code, c.reason);
+      });
+      // Reconnects are ours (next URL, backoff, cursor), not EventSource's.
+      es.onerror = () => {
+        if (this._http === link) this._endHttp(1006, "stream failed");
+      };
+    }
+
+    async _pollLoop(link) {
+      let cursor = null;
+      link.opened = new Promise((resolve) => setTimeout(resolve, 0));
+      // Later, as for the other transports: handlers attached after the constructor
+      // returned still see "open".
+      await link.opened;
+      if (this._http !== link) return;
+      this._onMessage({ op: "welcome", client: null, node: null, transport: "poll" });
+      while (this._http === link) {
+        if (this.channels.size === 0) {
+          await new Promise((resolve) => (link.wake = resolve));
+          continue;
+        }
+        const controller = new AbortController();
+        link.abort = () => controller.abort();
+        const extra = { timeout: "25" };
+        if (cursor) extra.cursor = cursor;
+        try {
+          const r = await fetch(this._base() + "/poll?" + this._query(link.token, extra), {
+            signal: controller.signal,
+            cache: "no-store",
+          });
+          if (!r.ok) throw new RoomcastError("poll_" + r.status, "poll refused: " + r.status);
+          const body = await r.json();
+          if (this._http !== link) return;
+          cursor = body.cursor;
+          link.polled = true;
+          for (const msg of body.events) this._onMessage(msg);
+        } catch (err) {
+          if (this._http !== link) return;
+          if (err.name === "AbortError") continue; // the channel list changed
+          const before = !link.polled;
+          this._endHttp(1006, String(err.message || err));
+          if (before) this._fellThrough(true);
+          return;
+        }
+      }
+    }
+
+    /** The channel list changed: a new stream (SSE) or the next poll carries it. */
+    _restream() {
+      const link = this._http;
+      if (!link) return Promise.resolve({ queued: true });
+      if (this.transport === "poll") {
+        if (link.abort) link.abort();
+        if (link.wake) link.wake();
+        return Promise.resolve({});
+      }
+      this._http = null;
+      this.welcome = null;
+      link.es.close();
+      return this._fetchTokenIfAny()
+        .then((token) => {
+          this._openHttp(token);
+          return this._http ? this._http.opened : null;
+        })
+        .then(() => ({}));
+    }
+
+    _fetchTokenIfAny() {
+      return this._token === undefined ? Promise.resolve(null) : this._fetchToken();
+    }
+
+    _endHttp(code, reason) {
+      const link = this._http;
+      if (!link) return;
+      this._http = null;
+      if (link.es) link.es.close();
+      if (link.abort) link.abort();
+      if (this.transport === "sse") this._fellThrough(this.welcome === null);
+      this.welcome = null;
+      this._emit("close", { code, reason });
+      if (!this._closedByUser) this._scheduleReconnect(code);
+    }
+
+    /** A request over `POST /rpc`, for SSE and long-polling. */
+    async _rpc(body) {
+      const id = this._nextId++;
+      const headers = { "Content-Type": "application/json" };
+      const token = this._http && this._http.token;
+      if (token) headers.Authorization = "Bearer " + token;
+      let reply;
+      try {
+        const r = await fetch(this._base() + "/rpc", {
+          method: "POST",
+          headers,
+          body: JSON.stringify(Object.assign({ id }, body)),
+        });
+        reply = await r.json();
+      } catch (err) {
+        throw new RoomcastError("disconnected", String(err.message || err));
+      }
+      if (reply.op === "ok") return reply;
+      throw new RoomcastError(reply.code || "error", reply.message);
     }
 
     _emit(event, arg) {

@@ -66,6 +66,8 @@ pub struct Node {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// Connections held, in all and per source address: checked before an upgrade.
     pub addresses: Arc<crate::transport::admission::Addresses>,
+    /// Publish budgets of `POST /rpc` clients, by address.
+    pub http_budgets: crate::transport::rpc::Budgets,
     /// Bumped on SIGHUP: whatever serves from files (keys, certificates) reads them again.
     pub reload: tokio::sync::watch::Sender<u64>,
     bus: Arc<dyn Bus>,
@@ -115,6 +117,10 @@ impl Node {
         };
         let auth = Auth::new(&settings.auth)?.map(Arc::new);
         let tls = crate::tls::Tls::new(&settings.tls)?.map(Arc::new);
+        let http_budgets = crate::transport::rpc::Budgets::new(
+            settings.limits.publish_rate,
+            settings.limits.publish_burst,
+        );
         let addresses = crate::transport::admission::Addresses::new(
             settings.limits.max_connections,
             settings.limits.max_connections_per_ip,
@@ -156,6 +162,7 @@ impl Node {
                 auth,
                 tls,
                 addresses,
+                http_budgets,
                 reload: tokio::sync::watch::Sender::new(0),
                 bus,
                 history,

@@ -42,6 +42,15 @@ pub(super) enum Field<T> {
     WrongType,
 }
 
+/// An id as a whole number: `7`, or `7.0` (what JSON Schema calls an integer too, and
+/// what some encoders write for numbers that happen to be whole).
+pub(super) fn whole(int: Option<u64>, float: Option<f64>) -> Option<u64> {
+    int.or_else(|| {
+        let f = float?;
+        (f.fract() == 0.0 && (0.0..=MAX_ID as f64).contains(&f)).then_some(f as u64)
+    })
+}
+
 /// Longest token accepted: a JWT with many channel grants stays well below it.
 const MAX_TOKEN_LEN: usize = 8192;
 

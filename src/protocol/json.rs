@@ -61,7 +61,12 @@ pub(super) fn decode(payload: &[u8]) -> Result<Fields, Rejection> {
         )
     })?;
     Ok(Fields {
-        id: wire.id.map(typed::<u64>),
+        id: wire.id.map(|raw| {
+            let value: Option<serde_json::Number> = serde_json::from_str(raw.get()).ok();
+            value
+                .and_then(|n| super::fields::whole(n.as_u64(), n.as_f64()))
+                .map_or(Field::WrongType, Field::Ok)
+        }),
         op: wire.op.map(typed::<String>),
         channel: wire.channel.map(typed::<String>),
         data: wire

@@ -238,6 +238,18 @@ pub enum Push<'a> {
     },
 }
 
+impl Push<'_> {
+    /// The `op` the push is sent as.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Push::Message { .. } => "message",
+            Push::Gap { .. } => "gap",
+            Push::Join { .. } => "join",
+            Push::Leave { .. } => "leave",
+        }
+    }
+}
+
 /// A validated client command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -387,6 +399,21 @@ pub enum ServerMsg<'a> {
         channel: &'a str,
         client: &'a str,
     },
+}
+
+impl ServerMsg<'_> {
+    /// The `op` the message is sent as.
+    pub fn op(&self) -> &'static str {
+        match self {
+            ServerMsg::Welcome { .. } => "welcome",
+            ServerMsg::Expiring { .. } => "expiring",
+            ServerMsg::Ok { .. } => "ok",
+            ServerMsg::Error { .. } => "error",
+            ServerMsg::Gap { .. } => "gap",
+            ServerMsg::Join { .. } => "join",
+            ServerMsg::Leave { .. } => "leave",
+        }
+    }
 }
 
 /// What a successful reply carries besides its id, as fields of the `ok` object.

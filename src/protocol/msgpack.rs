@@ -58,7 +58,9 @@ pub(super) fn decode(payload: &[u8]) -> Result<Fields, Rejection> {
         )
     })?;
     let uint = |v: rmpv::Value| v.as_u64().map_or(Field::WrongType, Field::Ok);
-    let id = wire.id.map(uint);
+    let id = wire
+        .id
+        .map(|v| super::fields::whole(v.as_u64(), v.as_f64()).map_or(Field::WrongType, Field::Ok));
     let string = |v: rmpv::Value| match v {
         rmpv::Value::String(s) => s.into_str().map_or(Field::WrongType, Field::Ok),
         _ => Field::WrongType,

@@ -388,3 +388,23 @@ fn bearer_entries_are_never_chosen_as_the_protocol() {
         Ok(None)
     );
 }
+
+#[test]
+fn a_whole_number_written_as_a_float_is_an_id() {
+    assert_eq!(
+        json(r#"{"id":7.0,"op":"ping"}"#),
+        Ok(Command::Ping { id: 7 })
+    );
+    assert_eq!(
+        json(r#"{"id":7.5,"op":"ping"}"#).unwrap_err().code,
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        json(r#"{"id":-1.0,"op":"ping"}"#).unwrap_err().code,
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        json(r#"{"id":1e300,"op":"ping"}"#).unwrap_err().code,
+        ErrorCode::BadRequest
+    );
+}

@@ -35,11 +35,14 @@ impl Session {
                 .as_deref()
                 .and_then(|h| h.strip_prefix("Bearer "))
         };
-        let query_allowed = self
-            .node
-            .auth
-            .as_ref()
-            .is_some_and(|a| a.settings().query_param);
+        // EventSource and plain HTTP requests from a browser cannot set headers: the query
+        // is their only way.
+        let query_allowed = info.transport != "ws"
+            || self
+                .node
+                .auth
+                .as_ref()
+                .is_some_and(|a| a.settings().query_param);
         let from_query = || {
             info.query
                 .as_deref()?
@@ -50,9 +53,10 @@ impl Session {
         from_protocol.or_else(from_header).or_else(from_query)
     }
 
-    /// Checks the handshake's token, before `welcome`. A refused token is answered with
-    /// an `error` (its code says why) and the close code to end the connection with.
-    pub(super) fn authenticate_handshake(&mut self) -> Result<(), CloseCode> {
+    /// Checks the token the request carried, if any: the client is then that user. No
+    /// token leaves it anonymous (with a deadline to `connect` by, on a node that admits
+    /// no anonymous clients); a refused one is an error whose code says why.
+    pub fn authenticate(&mut self) -> Result<(), CommandError> {
         let Some(auth) = self.node.auth.as_ref() else {
             return Ok(());
         };
@@ -63,16 +67,18 @@ impl Session {
             }
             return Ok(());
         };
-        match auth.verify(token, self.node.settings.presence.max_info_bytes) {
-            Ok(identity) => {
-                self.set_identity(identity);
-                Ok(())
-            }
-            Err(error) => {
-                self.reject(None, &CommandError::Token(error));
-                Err(CloseCode::Unauthorized)
-            }
-        }
+        let identity = auth.verify(token, self.node.settings.presence.max_info_bytes)?;
+        self.set_identity(identity);
+        Ok(())
+    }
+
+    /// [`Self::authenticate`] for a WebSocket, before `welcome`: a refused token is
+    /// answered with an `error` and the close code to end the connection with.
+    pub(super) fn authenticate_handshake(&mut self) -> Result<(), CloseCode> {
+        self.authenticate().map_err(|error| {
+            self.reject(None, &error);
+            CloseCode::Unauthorized
+        })
     }
 
     /// `connect`: authenticates an anonymous connection.
@@ -132,6 +138,17 @@ impl Session {
     pub fn deadline(&self) -> Option<Instant> {
         match self.deadline? {
             Deadline::Authenticate(at) | Deadline::Warn(at) | Deadline::Expire(at) => Some(at),
+        }
+    }
+
+    /// Completes when [`Self::deadline`] (as it is now) comes; never without one.
+    pub fn due(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let deadline = self.deadline();
+        async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
         }
     }
 

@@ -25,6 +25,7 @@ use crate::node::Node;
 use crate::protocol::{Command, ReplyData, ServerMsg};
 use crate::settings::NamespacePolicy;
 
+pub use budget::TokenBucket;
 pub use error::CommandError;
 pub use info::ConnInfo;
 
@@ -49,6 +50,9 @@ pub struct Session {
     identity: Option<Box<Identity>>,
     /// What is due next: the end of the window to authenticate in, or the token's expiry.
     deadline: Option<auth::Deadline>,
+    /// A session that lives for one request (a long poll): it receives, but does not
+    /// become a presence member, or each poll would announce a join and a leave.
+    transient: bool,
 }
 
 impl Session {
@@ -66,12 +70,42 @@ impl Session {
             subscribe_budget,
             identity: None,
             deadline: None,
+            transient: false,
         }
+    }
+
+    /// A session acting for a backend (the HTTP API): its identity may use every channel,
+    /// as a token granting `*` for everything would.
+    pub fn trusted(node: Arc<Node>, conn: Arc<Conn>, handshake: Box<ConnInfo>) -> Self {
+        let mut session = Self::new(node, conn, handshake);
+        let all = || vec![wildmatch::WildMatch::new("*")];
+        session.identity = Some(Box::new(Identity {
+            user: Box::from("api"),
+            expires: u64::MAX,
+            info: None,
+            grants: crate::auth::Grants {
+                subscribe: all(),
+                publish: all(),
+                history: all(),
+                presence: all(),
+            },
+        }));
+        session
     }
 
     /// What the handshake saw, while the connection is being established.
     pub fn handshake(&self) -> Option<&ConnInfo> {
         self.handshake.as_deref()
+    }
+
+    /// Makes this a session for one request (see `transient`).
+    pub fn set_transient(&mut self) {
+        self.transient = true;
+    }
+
+    /// This connection's queue, for transports that drain it themselves.
+    pub fn conn(&self) -> &Arc<Conn> {
+        &self.conn
     }
 
     /// This connection's id, as `welcome` and presence show it: unique across the node's
@@ -84,11 +118,18 @@ impl Session {
     /// first thing every accepted client receives, and lets go of the handshake's details.
     /// A refused token gets an `error` and a close (4002) instead.
     pub fn start(&mut self) {
-        let authenticated = self.authenticate_handshake();
-        self.handshake = None;
-        if let Err(code) = authenticated {
+        if let Err(code) = self.authenticate_handshake() {
+            self.handshake = None;
             return self.conn.close(code);
         }
+        self.welcome();
+    }
+
+    /// Sends `welcome` and lets go of the handshake's details: the connection is
+    /// established (after [`Self::authenticate`], for transports that answer a refused
+    /// token over HTTP instead).
+    pub fn welcome(&mut self) {
+        self.handshake = None;
         let client = self.client_id();
         let identity = self.identity.as_deref();
         self.send(&ServerMsg::Welcome {
@@ -115,6 +156,13 @@ impl Session {
             Ok(data) => self.send(&ServerMsg::Ok { id, data }),
             Err(error) => self.reject(Some(id), &error),
         }
+    }
+
+    /// Runs one command and returns its reply instead of queueing it: for transports
+    /// that answer over HTTP (`/rpc`) or act for the client (SSE subscribing to the
+    /// channels in its URL).
+    pub async fn run(&mut self, cmd: Command) -> Result<Reply, CommandError> {
+        self.execute(cmd).await
     }
 
     async fn execute(&mut self, cmd: Command) -> Result<Reply, CommandError> {
@@ -194,7 +242,7 @@ impl Session {
     /// Unsubscribes from a channel this session is subscribed to.
     async fn leave(&self, channel: &ChannelName) {
         self.node.unsubscribe(channel, self.conn.id).await;
-        if self.node.has_presence(channel) {
+        if self.node.has_presence(channel) && !self.transient {
             self.node.presence_leave(channel, &self.client_id()).await;
         }
     }

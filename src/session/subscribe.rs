@@ -48,10 +48,10 @@ impl Session {
             .node
             .subscribe(&channel, &self.conn, options.recover.as_ref())
             .await?;
-        if presence {
-            if options.join_leave {
-                self.node.hub.watch(&channel, &self.conn);
-            }
+        if presence && options.join_leave {
+            self.node.hub.watch(&channel, &self.conn);
+        }
+        if presence && !self.transient {
             // What the backend signed wins over what the client says about itself.
             let token_info = self.identity.as_ref().and_then(|i| i.info.clone());
             let info = token_info

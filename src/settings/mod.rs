@@ -8,8 +8,8 @@ mod sections;
 mod validate;
 
 pub use sections::{
-    AuthSettings, Heartbeat, Limits, LogSettings, MetricsSettings, NamespacePolicy, OtelSettings,
-    PresenceSettings, RedisSettings, Shutdown, TlsSettings,
+    ApiSettings, AuthSettings, Heartbeat, Limits, LogSettings, MetricsSettings, NamespacePolicy,
+    OtelSettings, PresenceSettings, RedisSettings, Shutdown, TlsSettings,
 };
 
 use std::collections::BTreeMap;
@@ -94,6 +94,7 @@ pub struct Settings {
     pub presence: PresenceSettings,
     pub auth: AuthSettings,
     pub tls: TlsSettings,
+    pub api: ApiSettings,
     pub shutdown: Shutdown,
     /// Policy of channels without a namespace (no `:` in the name).
     pub default_namespace: NamespacePolicy,
@@ -120,6 +121,7 @@ impl Default for Settings {
             presence: PresenceSettings::default(),
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
+            api: ApiSettings::default(),
             shutdown: Shutdown::default(),
             default_namespace: NamespacePolicy::default(),
             namespaces: BTreeMap::from([("chat".into(), NamespacePolicy::chat())]),
@@ -139,7 +141,8 @@ pub enum SettingsError {
 }
 
 /// The top-level keys, as environment variables name them (`ROOMCAST_<KEY>[__<SUBKEY>]`).
-const TOP_LEVEL_KEYS: [&str; 18] = [
+const TOP_LEVEL_KEYS: [&str; 19] = [
+    "api",
     "auth",
     "tls",
     "otel",

@@ -124,6 +124,14 @@ pub struct Limits {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// The key backends send as `Authorization: Bearer <key>` to use `/api/…`; unset, the
+    /// HTTP API is off (404).
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
 pub struct TlsSettings {
     /// PEM certificate chain (leaf first); with `key_file`, the main port speaks TLS only
     /// (`wss://`, `https://`). Read again when it changes and on SIGHUP.

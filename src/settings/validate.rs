@@ -34,6 +34,9 @@ impl Settings {
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return invalid("tls", "set both tls.cert_file and tls.key_file, or neither");
         }
+        if self.api.key.as_ref().is_some_and(|k| k.len() < 16) {
+            return invalid("api.key", "must be at least 16 bytes");
+        }
         if a.connect_timeout_ms == 0 {
             return invalid("auth.connect_timeout_ms", "must be at least 1");
         }

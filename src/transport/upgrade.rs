@@ -5,19 +5,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 
 use super::admission::{AddressSlot, Refused, client_ip};
+use super::http::{Reply, full, text};
 use crate::node::Node;
 use crate::protocol::Codec;
 use crate::session::ConnInfo;
 use crate::wire::WireFormat;
-
-pub type Reply = Response<Full<Bytes>>;
 
 /// `GET /ws`: a client connection speaking protocol v1.
 pub fn client(mut req: Request<Incoming>, node: Arc<Node>, peer: SocketAddr) -> Reply {
@@ -54,7 +51,7 @@ pub fn client(mut req: Request<Incoming>, node: Arc<Node>, peer: SocketAddr) -> 
         Ok(pair) => pair,
         Err(error) => return text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
     };
-    let mut response = response.map(|_| Full::new(Bytes::new()));
+    let mut response = response.map(|_| full(bytes::Bytes::new()));
     if let Some(codec) = chosen {
         response.headers_mut().insert(
             header::SEC_WEBSOCKET_PROTOCOL,
@@ -91,13 +88,17 @@ pub fn echo(mut req: Request<Incoming>, node: Arc<Node>, peer: SocketAddr) -> Re
             super::echo::serve(node, ws.into_inner().into_inner()).await;
         }
     });
-    response.map(|_| Full::new(Bytes::new()))
+    response.map(|_| full(bytes::Bytes::new()))
 }
 
 /// A place among the node's connections, or the reply refusing one: before any
 /// WebSocket work, so that a flood of upgrades costs only this check.
 /// The Origin rule comes first: it costs nothing and refuses other sites' pages.
-fn admit<B>(req: &Request<B>, node: &Node, peer: SocketAddr) -> Result<AddressSlot, Box<Reply>> {
+pub(super) fn admit<B>(
+    req: &Request<B>,
+    node: &Node,
+    peer: SocketAddr,
+) -> Result<AddressSlot, Box<Reply>> {
     if !origin_allowed(req, &node.settings.allowed_origins) {
         node.metrics.rejected_origin.inc();
         return Err(Box::new(text(
@@ -180,17 +181,6 @@ fn origin_allowed<B>(req: &Request<B>, allowed: &[String]) -> bool {
         (Some((_, origin_host)), Some(host)) => origin_host.eq_ignore_ascii_case(host),
         _ => false,
     }
-}
-
-/// A plain-text response.
-pub fn text(status: StatusCode, body: &str) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }
 
 #[cfg(test)]

@@ -89,13 +89,7 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, wire: WireFormat, info: 
 async fn read_loop(node: &Node, conn: &Conn, session: &mut Session, reader: &mut MessageReader) {
     let idle = node.settings.idle_timeout();
     loop {
-        let deadline = session.deadline();
-        let due = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let due = session.due();
         let message = tokio::select! {
             biased;
             () = conn.cancelled() => return,

@@ -7,6 +7,8 @@ mod examples;
 mod fanout;
 mod hostile;
 mod http;
+mod http_support;
+mod http_transports;
 mod limits;
 mod presence;
 mod protocol;

@@ -195,13 +195,13 @@ def test_cluster_end_to_end(cluster, browser):
     tab_a = browser.current_window_handle
     status = lambda: browser.find_element("id", "status").text
     wait_until(lambda: status().startswith("connected to "), what="tab a connected")
-    node_a = status().removeprefix("connected to ")
+    node_a = status().removeprefix("connected to ").split(" via ")[0]
     tab_b, node_b = None, None
     for _ in range(20):
         browser.switch_to.new_window("tab")
         browser.get(url)
         wait_until(lambda: status().startswith("connected to "), what="tab b connected")
-        node_b = status().removeprefix("connected to ")
+        node_b = status().removeprefix("connected to ").split(" via ")[0]
         if node_b != node_a:
             tab_b = browser.current_window_handle
             break
