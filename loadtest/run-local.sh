@@ -3,7 +3,7 @@
 # redis-server and K roomcast nodes on free loopback ports, then roomcast-loadtest.
 #
 #   loadtest/run-local.sh SCENARIO [--connections N] [--duration SECONDS] [--rate MSGS_PER_S]
-#                                  [--nodes K] [--out DIR] [--via redis|history|ws]
+#                                  [--nodes K] [--out DIR] [--via redis|history|ws] [--transport ws|sse|poll]
 #
 # SCENARIO is a name in loadtest/scenarios (fanout, rooms, storm, churn) or a file.
 # ROOMCAST_BIN / LOADTEST_BIN point at prebuilt binaries (default: release builds, made
@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) nodes="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    --connections|--duration|--rate|--via) extra+=("$1" "$2"); shift 2 ;;
+    --connections|--duration|--rate|--via|--transport) extra+=("$1" "$2"); shift 2 ;;
     --quiet) extra+=("$1"); shift ;;
     *) echo "unknown option $1" >&2; exit 64 ;;
   esac

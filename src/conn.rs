@@ -48,6 +48,8 @@ pub enum PushError {
 
 pub struct Conn {
     pub id: ConnId,
+    /// The authenticated user, once there is one: what `/api/disconnect` matches.
+    user: std::sync::OnceLock<Box<str>>,
     /// How frames for this connection are encoded; the hub shares them per format.
     pub wire: WireFormat,
     metrics: Arc<Metrics>,
@@ -131,6 +133,7 @@ impl Conn {
     ) -> Self {
         Self {
             id: ConnId::next(),
+            user: std::sync::OnceLock::new(),
             wire,
             metrics,
             max_bytes,
@@ -276,6 +279,15 @@ impl Conn {
     }
 
     /// The close asked for, if any.
+    /// Records the connection's user; a connection never changes user.
+    pub fn set_user(&self, user: &str) {
+        let _ = self.user.set(Box::from(user));
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.user.get().map(|u| &**u)
+    }
+
     pub fn close_code(&self) -> Option<CloseCode> {
         self.state.lock().close
     }

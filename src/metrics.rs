@@ -147,7 +147,7 @@ impl DropReason {
     }
 }
 
-const CLOSE_CODES: [CloseCode; 11] = [
+const CLOSE_CODES: [CloseCode; 12] = [
     CloseCode::Normal,
     CloseCode::GoingAway,
     CloseCode::ProtocolError,
@@ -159,6 +159,7 @@ const CLOSE_CODES: [CloseCode; 11] = [
     CloseCode::IdleTimeout,
     CloseCode::Unauthorized,
     CloseCode::TokenExpired,
+    CloseCode::Disconnected,
 ];
 
 const ERROR_CODES: [ErrorCode; 18] = [

@@ -75,9 +75,73 @@ fn bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
     }
 }
 
+/// A client on any door: the WebSocket frame reader, an SSE stream, or a long-poller.
+/// Named for the door most runs use.
 pub struct WsClient {
-    pub read: FrameReader,
+    pub read: Reader,
     pub write: OwnedWriteHalf,
+}
+
+/// Where a client's messages come from.
+pub enum Reader {
+    Ws(FrameReader),
+    Sse(crate::http_client::SseReader),
+    Poll(crate::http_client::Poller),
+}
+
+/// Which door clients use (`--transport`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Ws,
+    Sse,
+    Poll,
+}
+
+impl WsClient {
+    /// The next frame (WebSocket) or message as a text frame (SSE, long-polling):
+    /// (opcode, payload); `None` at the end.
+    pub async fn next(&mut self) -> anyhow::Result<Option<(u8, BytesMut)>> {
+        match &mut self.read {
+            Reader::Ws(r) => r.next().await,
+            Reader::Sse(r) => r.next().await,
+            Reader::Poll(p) => p.next(&mut self.write).await,
+        }
+    }
+}
+
+/// Connects through `transport`, subscribed to `channel` where the door subscribes in
+/// its URL (SSE, long-polling); returns once the first message (or poll) is read.
+pub async fn connect_as(
+    target: &Target,
+    source: Option<IpAddr>,
+    timeout: Duration,
+    transport: Transport,
+    channel: &str,
+) -> anyhow::Result<WsClient> {
+    if transport == Transport::Ws {
+        return connect(target, source, timeout).await;
+    }
+    tokio::time::timeout(timeout, async {
+        let stream = tcp_connect(target.addr, source).await?;
+        stream.set_nodelay(true)?;
+        let (read, mut write) = stream.into_split();
+        let read = if transport == Transport::Sse {
+            let path = format!("/sse?channel={channel}");
+            let mut sse =
+                crate::http_client::SseReader::open(read, &mut write, &target.host, &path).await?;
+            sse.next().await?.context("closed before welcome")?;
+            Reader::Sse(sse)
+        } else {
+            let poller =
+                crate::http_client::Poller::open(read, &mut write, &target.host, channel).await?;
+            Reader::Poll(poller)
+        };
+        Ok(WsClient { read, write })
+    })
+    .await
+    .context("connect timed out")?
 }
 
 /// Connects and completes the handshake; returns once the `welcome` is read.
@@ -102,7 +166,10 @@ pub async fn connect(
         if op != 1 {
             bail!("expected a welcome text frame, got opcode {op}");
         }
-        Ok(WsClient { read, write })
+        Ok(WsClient {
+            read: Reader::Ws(read),
+            write,
+        })
     })
     .await
     .context("handshake timed out")?

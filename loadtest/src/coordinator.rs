@@ -92,6 +92,7 @@ fn start_workers(plan: &Plan) -> anyhow::Result<(Vec<Worker>, Reports)> {
             churn_per_s: sc.churn_per_s,
             resume: sc.resume,
             connect_concurrency: 512,
+            transport: sc.transport,
         };
         let mut child = Command::new(&exe)
             .arg("worker")

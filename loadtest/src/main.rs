@@ -4,6 +4,7 @@
 mod chart;
 mod client;
 mod coordinator;
+mod http_client;
 mod procstat;
 mod publisher;
 mod report;
@@ -77,6 +78,9 @@ struct RunArgs {
     /// No progress bars
     #[arg(long)]
     quiet: bool,
+    /// Override the scenario's door: ws, sse (EventSource-like streams) or poll (long-polling)
+    #[arg(long, value_name = "ws|sse|poll")]
+    transport: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -107,6 +111,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         scenario.publish_via = toml::Value::String(via.clone())
             .try_into()
             .with_context(|| format!("--via {via}: expected redis, history or ws"))?;
+    }
+    if let Some(t) = &args.transport {
+        scenario.transport = toml::Value::String(t.clone())
+            .try_into()
+            .with_context(|| format!("--transport {t}: expected ws, sse or poll"))?;
     }
     scenario.validate()?;
     for t in &args.targets {

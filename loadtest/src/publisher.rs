@@ -62,7 +62,9 @@ impl Publisher {
                 let target = Target::parse(&targets[0])?;
                 let c = client::connect(&target, None, Duration::from_secs(10)).await?;
                 let errors = Arc::new(AtomicU64::new(0));
-                let mut read = c.read;
+                let client::Reader::Ws(mut read) = c.read else {
+                    anyhow::bail!("the publisher speaks WebSocket");
+                };
                 let errs = errors.clone();
                 // Replies must be read, or the node would cut the publisher off as slow.
                 tokio::spawn(async move {

@@ -76,6 +76,9 @@ pub struct Outcome {
     pub duration_s: u64,
     pub payload_bytes: usize,
     pub publish_via: String,
+    /// The subscribers' door: ws, sse or poll.
+    #[serde(default)]
+    pub transport: String,
     pub machine: String,
     pub connected: u64,
     pub connect_failures: u64,
@@ -119,6 +122,7 @@ impl Outcome {
             duration_s: sc.duration_s,
             payload_bytes: sc.payload_bytes,
             publish_via: format!("{:?}", sc.publish_via).to_lowercase(),
+            transport: format!("{:?}", sc.transport).to_lowercase(),
             machine: machine(),
             ..Default::default()
         }
@@ -187,9 +191,10 @@ impl Outcome {
             (
                 "scenario",
                 format!(
-                    "{} ({} connections, {} rooms, {} msg/s for {} s via {})",
+                    "{} ({} {} connections, {} rooms, {} msg/s for {} s via {})",
                     self.scenario,
                     self.connections,
+                    self.transport,
                     self.rooms,
                     self.rate,
                     self.duration_s,
@@ -270,6 +275,7 @@ impl Outcome {
             ),
             ("connect failures", self.connect_failures.to_string()),
             ("connect rate", format!("{:.0}/s", self.connect_rate)),
+            ("subscribers' transport", self.transport.clone()),
             ("rooms", self.rooms.to_string()),
             (
                 "publish rate (scheduled)",

@@ -32,6 +32,9 @@ pub struct Scenario {
     /// (resume scenario), staying in the loss and duplicate accounting.
     #[serde(default)]
     pub resume: bool,
+    /// The subscribers' door: `ws`, `sse` or `poll`.
+    #[serde(default)]
+    pub transport: crate::client::Transport,
 }
 
 fn default_payload() -> usize {
@@ -77,6 +80,10 @@ impl Scenario {
         anyhow::ensure!(
             !self.resume || (self.churn_per_s > 0.0 && self.publish_via == PublishVia::History),
             "resume needs churn_per_s > 0 and publish_via = \"history\""
+        );
+        anyhow::ensure!(
+            self.churn_per_s == 0.0 || self.transport == crate::client::Transport::Ws,
+            "churn and resume run over WebSocket only"
         );
         anyhow::ensure!(
             self.payload_bytes <= 60_000,

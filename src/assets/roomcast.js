@@ -305,7 +305,8 @@
       }
       this._pending.clear();
       this._emit("close", { code: ev.code, reason: ev.reason });
-      if (!this._closedByUser) this._scheduleReconnect(ev.code);
+      // 4004: a backend disconnected this user on purpose.
+      if (!this._closedByUser && ev.code !== 4004) this._scheduleReconnect(ev.code);
     }
 
     /** The URL of the current (or next) connection attempt. */
@@ -471,7 +472,7 @@
       if (this.transport === "sse") this._fellThrough(this.welcome === null);
       this.welcome = null;
       this._emit("close", { code, reason });
-      if (!this._closedByUser) this._scheduleReconnect(code);
+      if (!this._closedByUser && code !== 4004) this._scheduleReconnect(code);
     }
 
     /** A request over `POST /rpc`, for SSE and long-polling. */

@@ -5,6 +5,7 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 
+use super::directory::{Control, Directory, MemoryDirectory};
 use super::envelope::Envelope;
 use super::history::{History, HistoryPolicy, MemoryHistory, Page, Query};
 use super::{Bus, BusError, BusEvents, Published};
@@ -16,6 +17,7 @@ pub struct MemoryBus {
     events: Weak<dyn BusEvents>,
     metrics: Arc<Metrics>,
     history: MemoryHistory,
+    directory: MemoryDirectory,
     /// Appending and reporting happen under this lock, so the node hears a channel's
     /// messages in offset order even when two clients publish at once.
     order: parking_lot::Mutex<()>,
@@ -28,6 +30,7 @@ impl MemoryBus {
             events,
             metrics,
             history: MemoryHistory::default(),
+            directory: MemoryDirectory::default(),
             order: parking_lot::Mutex::new(()),
         }
     }
@@ -64,6 +67,29 @@ impl Bus for MemoryBus {
 
     fn is_ready(&self) -> bool {
         true
+    }
+}
+
+#[async_trait]
+impl Directory for MemoryBus {
+    async fn control(&self, control: &Control) -> Result<(), BusError> {
+        let events = self.events.upgrade().ok_or(BusError::NotConnected)?;
+        events.control(control.clone());
+        Ok(())
+    }
+
+    async fn report(
+        &self,
+        node: &str,
+        counts: &[(ChannelName, u64)],
+        ttl: std::time::Duration,
+    ) -> Result<(), BusError> {
+        self.directory.report(node, counts, ttl);
+        Ok(())
+    }
+
+    async fn channels(&self) -> Result<std::collections::BTreeMap<String, u64>, BusError> {
+        Ok(self.directory.channels())
     }
 }
 

@@ -15,6 +15,7 @@
 //!   loss is reported with the channels it resubscribed (`link_back`): the node decides
 //!   what clients are told.
 
+pub mod directory;
 pub mod envelope;
 pub mod history;
 pub mod memory;
@@ -96,4 +97,6 @@ pub trait BusEvents: Send + Sync + 'static {
     /// A link is up again after a loss, subscribed again to `channels`: anything published
     /// to them while it was down did not arrive.
     fn link_back(&self, channels: &[ChannelName]);
+    /// An order for every node arrived (see `directory`).
+    fn control(&self, control: directory::Control);
 }

@@ -11,6 +11,10 @@ use crate::protocol::Push;
 use super::Node;
 
 impl BusEvents for Node {
+    fn control(&self, control: crate::bus::directory::Control) {
+        self.obey(control);
+    }
+
     fn message(&self, channel: ChannelName, envelope: Envelope) {
         if let Some(id) = &envelope.id
             && !self.recent_ids.first_time(&channel, id)

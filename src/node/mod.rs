@@ -4,6 +4,7 @@
 //! [`BusEvents`] (`events`). Knows nothing of sockets or wire formats.
 
 mod dedupe;
+mod directory;
 mod drain;
 mod events;
 mod presence;
@@ -21,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::auth::Auth;
+use crate::bus::directory::Directory;
 use crate::bus::envelope::Envelope;
 use crate::bus::history::{History, HistoryPolicy, Page, Query};
 use crate::bus::memory::MemoryBus;
@@ -75,6 +77,8 @@ pub struct Node {
     history: Arc<dyn History>,
     /// Who is in which channel, cluster-wide.
     presence: Arc<dyn Presence>,
+    /// Channel counts cluster-wide, and orders for every node.
+    directory: Arc<dyn Directory>,
     /// This node's own clients in channels with presence: channel → client id → info.
     members: Mutex<HashMap<ChannelName, HashMap<String, Bytes>>>,
     /// This node, for tasks it spawns on its own behalf (recovery after an outage).
@@ -132,12 +136,17 @@ impl Node {
             let tasks = TaskTracker::new();
             let bus_stop = CancellationToken::new();
             let events: Weak<dyn BusEvents> = me.clone();
-            type Ports = (Arc<dyn Bus>, Arc<dyn History>, Arc<dyn Presence>);
-            let (bus, history, presence): Ports = match plan {
+            type Ports = (
+                Arc<dyn Bus>,
+                Arc<dyn History>,
+                Arc<dyn Presence>,
+                Arc<dyn Directory>,
+            );
+            let (bus, history, presence, directory): Ports = match plan {
                 BusPlan::Memory => {
                     let presence = Arc::new(MemoryPresence::new(events.clone()));
                     let bus = Arc::new(MemoryBus::new(events, Arc::clone(&metrics)));
-                    (bus.clone(), bus, presence)
+                    (bus.clone(), bus.clone(), presence, bus)
                 }
                 BusPlan::Redis(client) => {
                     let bus = Arc::new(RedisBus::start(
@@ -150,7 +159,7 @@ impl Node {
                         &tasks,
                         bus_stop.clone(),
                     ));
-                    (bus.clone(), bus.clone(), bus)
+                    (bus.clone(), bus.clone(), bus.clone(), bus)
                 }
             };
             Self {
@@ -167,6 +176,7 @@ impl Node {
                 bus,
                 history,
                 presence,
+                directory,
                 members: Mutex::new(HashMap::new()),
                 me: me.clone(),
                 conns: Mutex::new(HashMap::new()),
@@ -187,6 +197,9 @@ impl Node {
         let stop = node.bus_stop.clone();
         node.tasks
             .spawn(presence::refresh_loop(Arc::downgrade(&node), every, stop));
+        let stop = node.bus_stop.clone();
+        node.tasks
+            .spawn(directory::report_loop(Arc::downgrade(&node), stop));
         node.watch_keys();
         node.watch_certificate();
         Ok(node)

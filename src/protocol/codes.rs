@@ -107,6 +107,8 @@ pub enum CloseCode {
     Unauthorized,
     /// 4003: the connection's token expired and no `refresh` came in time.
     TokenExpired,
+    /// 4004: a backend disconnected the connection's user (`POST /api/disconnect`).
+    Disconnected,
 }
 
 impl CloseCode {
@@ -123,6 +125,7 @@ impl CloseCode {
             CloseCode::IdleTimeout => 4001,
             CloseCode::Unauthorized => 4002,
             CloseCode::TokenExpired => 4003,
+            CloseCode::Disconnected => 4004,
         }
     }
 
@@ -140,6 +143,7 @@ impl CloseCode {
             CloseCode::IdleTimeout => "idle timeout",
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::TokenExpired => "token expired",
+            CloseCode::Disconnected => "disconnected by the server",
         }
     }
 
@@ -157,6 +161,7 @@ impl CloseCode {
             CloseCode::IdleTimeout => "idle_timeout",
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::TokenExpired => "token_expired",
+            CloseCode::Disconnected => "disconnected",
         }
     }
 }

@@ -116,6 +116,7 @@ impl Session {
             user: identity.user.to_string(),
             expires,
         };
+        self.conn.set_user(&identity.user);
         self.identity = Some(Box::new(identity));
         let warning = self
             .node

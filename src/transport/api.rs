@@ -65,6 +65,25 @@ pub async fn serve(req: Request<Incoming>, node: Arc<Node>, peer: SocketAddr) ->
     let method = req.method().clone();
     let max = node.settings.limits.max_message_size;
     match (method, path.as_str()) {
+        (Method::GET, "/api/channels") => match node.channels().await {
+            Ok(channels) => {
+                let list: Vec<_> = channels
+                    .into_iter()
+                    .map(|(channel, n)| json!({"channel": channel, "subscribers": n}))
+                    .collect();
+                json_reply(StatusCode::OK, &json!({ "channels": list }))
+            }
+            Err(e) => query::command_error(&CommandError::from(e)),
+        },
+        (Method::POST, "/api/disconnect") => {
+            let body = match super::rpc::read_body(req.into_body(), 4096).await {
+                Ok(body) => body,
+                Err(reply) => return *reply,
+            };
+            disconnect(&node, &body).await
+        }
+        (_, "/api/channels") => query::method_not_allowed("GET"),
+        (_, "/api/disconnect") => query::method_not_allowed("POST"),
         (Method::POST, "/api/publish" | "/api/broadcast") => {
             let body = match super::rpc::read_body(req.into_body(), max + 16 * 1024).await {
                 Ok(body) => body,
@@ -221,6 +240,26 @@ async fn broadcast(node: &Node, body: &[u8]) -> Reply {
         results.push(result);
     }
     json_reply(StatusCode::OK, &json!({ "results": results }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    user: String,
+}
+
+async fn disconnect(node: &Node, body: &[u8]) -> Reply {
+    let parsed: DisconnectBody = match serde_json::from_slice(body) {
+        Ok(parsed) => parsed,
+        Err(e) => return bad_json(&e),
+    };
+    if parsed.user.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "`user` is empty");
+    }
+    match node.disconnect_user(&parsed.user).await {
+        Ok(()) => json_reply(StatusCode::OK, &json!({})),
+        Err(e) => query::command_error(&CommandError::from(e)),
+    }
 }
 
 fn position(position: Option<&crate::bus::StreamPosition>) -> serde_json::Value {

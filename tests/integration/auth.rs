@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Client, Closed, TestNode};
 
-const SECRET: &str = "integration-test-secret-32-bytes-long";
+pub const SECRET: &str = "integration-test-secret-32-bytes-long";
 
 fn now() -> u64 {
     roomcast::clock::unix_millis() / 1000

@@ -174,3 +174,73 @@ async fn a_50_mb_backend_message_costs_a_reconnect_never_a_subscriber() {
     assert_eq!(node.node.metrics.slow_consumers.get(), 0);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_client_that_does_not_read_is_cut_off_like_any_slow_consumer() {
+    let node = TestNode::start_with(|s| {
+        s.limits.publish_rate = 1e6;
+        s.limits.publish_burst = 1e6;
+        s.limits.outbox_max_bytes = 256 * 1024;
+    })
+    .await;
+    let mut bystander = Bystander::join(&node).await;
+    // Opens the stream, then never reads another byte.
+    let mut stalled = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let head = format!(
+        "GET /sse?channel=chat:flood HTTP/1.1\r\nHost: {}\r\n\r\n",
+        node.addr
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, head.as_bytes())
+        .await
+        .unwrap();
+    let n = std::sync::Arc::clone(&node.node);
+    let flood = roomcast::channel::ChannelName::parse("chat:flood").unwrap();
+    crate::support::eventually(move || n.hub.subscriber_count(&flood) == 1).await;
+    let mut publisher = node.json().await;
+    let payload = "x".repeat(32 * 1024);
+    for _ in 0..800 {
+        publisher.publish("chat:flood", json!(payload)).await;
+        if node.node.metrics.slow_consumers.get() == 1 {
+            break;
+        }
+    }
+    assert_eq!(node.node.metrics.slow_consumers.get(), 1);
+    bystander.still_receives().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_held_polls_from_one_address_stop_at_the_limit() {
+    let node = TestNode::start().await;
+    let limit = node.node.settings.limits.max_connections_per_ip;
+    let mut held = Vec::with_capacity(limit);
+    for _ in 0..limit {
+        let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+        let head = format!(
+            "GET /poll?channel=chat:held&timeout=30 HTTP/1.1\r\nHost: {}\r\n\r\n",
+            node.addr
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut s, head.as_bytes())
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    let n = std::sync::Arc::clone(&node.node);
+    let ip = "127.0.0.1".parse().unwrap();
+    crate::support::eventually(move || n.addresses.count(ip) as usize == limit).await;
+    let (status, body) = crate::http_support::request(
+        node.addr,
+        "GET",
+        "/poll?channel=chat:held&timeout=1",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    drop(held);
+    let n = std::sync::Arc::clone(&node.node);
+    crate::support::eventually(move || n.addresses.count(ip) == 0).await;
+    let mut bystander = Bystander::join(&node).await;
+    bystander.still_receives().await;
+    node.stop().await;
+}

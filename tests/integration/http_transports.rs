@@ -271,3 +271,64 @@ async fn the_api_refuses_bad_requests_with_codes() {
     );
     off.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_are_counted_and_users_disconnected_cluster_wide() {
+    let Some(redis) = crate::redis_support::redis().await else {
+        return;
+    };
+    let with_auth = |id: &'static str| {
+        let url = redis.url();
+        move |s: &mut roomcast::settings::Settings| {
+            generous(s);
+            s.bus = roomcast::settings::BusKind::Redis;
+            s.redis_url = url;
+            s.node_id = id.into();
+            s.auth.hmac_secret = Some(crate::auth::SECRET.into());
+            s.namespaces.get_mut("chat").unwrap().anonymous = true;
+        }
+    };
+    let a = TestNode::start_with(with_auth("dir-a")).await;
+    let b = TestNode::start_with(with_auth("dir-b")).await;
+    crate::cluster::ready(&a).await;
+    crate::cluster::ready(&b).await;
+    let token = crate::auth::token(json!({"sub": "alice", "exp": 4_000_000_000u64}));
+    let bearer = format!("roomcast.v1.json, roomcast.bearer.{token}");
+    let (mut alice_ws, _) = crate::support::Client::open(&a.url("/ws"), Some(&bearer), &[])
+        .await
+        .unwrap();
+    alice_ws.subscribe("chat:x").await;
+    let path = format!("/sse?channel=chat:x&channel=chat:y&token={token}");
+    let mut alice_sse = Sse::open(b.addr, &path, &[]).await;
+    assert_eq!(alice_sse.next().await.event, "welcome");
+    let mut bob = b.json().await;
+    bob.subscribe("chat:y").await;
+    let expected = json!({"channels": [
+        {"channel": "chat:x", "subscribers": 2},
+        {"channel": "chat:y", "subscribers": 2},
+    ]});
+    let mut listed = json!(null);
+    for _ in 0..50 {
+        listed = request(a.addr, "GET", "/api/channels", &[KEY], b"").await.1;
+        if listed == expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(listed, expected);
+    let (status, _) = post_json(b.addr, "/api/disconnect", &[KEY], &json!({"user": "alice"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(alice_ws.closed().await, crate::support::Closed::Code(4004));
+    let last = alice_sse.next().await;
+    assert_eq!(
+        (last.event.as_str(), last.data["code"].clone()),
+        ("close", json!(4004))
+    );
+    assert_eq!(
+        bob.request(json!({"op": "ping"})).await["op"],
+        "ok",
+        "others stay"
+    );
+    a.stop().await;
+    b.stop().await;
+}

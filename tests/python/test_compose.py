@@ -229,3 +229,30 @@ def test_loadtest_against_the_cluster(cluster):
     summary = json.loads((target_dir() / "compose-loadtest" / "summary.json").read_text())
     assert summary["connected"] == 2000
     assert summary["lost"] == 0 and summary["duplicates"] == 0
+
+
+def test_event_source_curl_and_websocket_share_a_room_through_the_load_balancer(cluster, browser):
+    """The issue's picture: a page with only `new EventSource(...)`, a shell with only
+    curl, and the demo on WebSocket, in one room, through HAProxy."""
+    from test_demo import join, log_lines, say
+    base = f"http://127.0.0.1:{cluster.port}"
+    browser.get(base + "/roomcast.js")
+    browser.execute_script("""
+        window.got = [];
+        const es = new EventSource("/sse?channel=chat:doors");
+        es.addEventListener("message", (ev) => window.got.push(JSON.parse(ev.data).data.text));
+    """)
+    tab_es = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    browser.get(base + "/?room=doors")
+    join(browser, "wendy")
+    say(browser, "hi from ws")
+    body = json.dumps({"id": 1, "op": "publish", "channel": "chat:doors",
+                       "data": {"type": "say", "user": "curl", "text": "hi from curl"}})
+    out = subprocess.run(["curl", "-sf", "-X", "POST", base + "/rpc", "-H", "Content-Type: application/json",
+                          "-d", body], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and json.loads(out.stdout)["op"] == "ok", out.stdout + out.stderr
+    wait_until(lambda: "curl: hi from curl" in log_lines(browser), what="curl's message in the demo")
+    browser.switch_to.window(tab_es)
+    wait_until(lambda: {"hi from ws", "hi from curl"} <= set(browser.execute_script("return window.got")),
+               what="both in the EventSource page")

@@ -48,3 +48,14 @@ def test_resume_loses_and_duplicates_nothing(tmp_path):
     assert summary["lost"] == 0
     assert summary["duplicates"] == 0
     assert summary["out_of_order"] == 0
+
+
+def test_sse_and_long_poll_subscribers_are_measured_like_websocket(tmp_path):
+    for transport in ("sse", "poll"):
+        summary, _ = run_local(tmp_path / transport, "fanout", "--connections", "300", "--nodes", "2",
+                               "--duration", "4", "--rate", "10", "--transport", transport)
+        assert summary["transport"] == transport
+        assert summary["connected"] == 300 and summary["connect_failures"] == 0
+        assert summary["expected"] == 300 * 40
+        assert summary["lost"] == 0 and summary["duplicates"] == 0 and summary["out_of_order"] == 0, summary
+        assert summary["latency_ms"]["samples"] == 300 * 40

@@ -35,6 +35,7 @@ pub struct WorkerConfig {
     /// Churned connections come back on another node and recover (resume scenario).
     pub resume: bool,
     pub connect_concurrency: usize,
+    pub transport: crate::client::Transport,
 }
 
 /// Lines a worker writes.

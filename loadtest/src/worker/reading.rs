@@ -101,7 +101,7 @@ pub(super) async fn read_loop(
 ) {
     let generation = slot.lock().await.generation;
     loop {
-        let (op, payload) = match c.read.next().await {
+        let (op, payload) = match c.next().await {
             Ok(Some(f)) => f,
             Ok(None) | Err(_) => return shared.ended("eof".into()).await,
         };
@@ -257,7 +257,7 @@ async fn reconnect(
         .await?;
     // The recovered messages come before the reply: they count like any other.
     loop {
-        let (op, payload) = tokio::time::timeout(Duration::from_secs(30), c.read.next())
+        let (op, payload) = tokio::time::timeout(Duration::from_secs(30), c.next())
             .await??
             .ok_or_else(|| anyhow::anyhow!("closed while resuming"))?;
         if op == 8 {

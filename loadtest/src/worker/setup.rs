@@ -43,9 +43,12 @@ pub(super) async fn connect_all(
         let target = targets[i % targets.len()].clone();
         let source = source_for(&config.sources, i);
         let (gate, counters) = (gate.clone(), counters.clone());
+        let (rooms, transport) = (config.rooms, config.transport);
         handles.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.ok()?;
-            match client::connect(&target, source, Duration::from_secs(30)).await {
+            let channel = crate::scenario::channel(i % rooms);
+            let timeout = Duration::from_secs(30);
+            match client::connect_as(&target, source, timeout, transport, &channel).await {
                 Ok(c) => {
                     counters.connected.fetch_add(1, Ordering::Relaxed);
                     Some((i, c))
@@ -98,8 +101,12 @@ async fn joined<T>(handles: Vec<tokio::task::JoinHandle<Option<T>>>) -> Vec<T> {
     out
 }
 
-/// Subscribes to a room and waits for the reply.
+/// Subscribes to a room and waits for the reply; SSE and long-polling clients were
+/// subscribed by their URL.
 pub(super) async fn subscribe(c: &mut WsClient, room: usize) -> anyhow::Result<()> {
+    if !matches!(c.read, client::Reader::Ws(_)) {
+        return Ok(());
+    }
     let req = format!(
         r#"{{"id":1,"op":"subscribe","channel":"{}"}}"#,
         channel(room)
@@ -108,7 +115,7 @@ pub(super) async fn subscribe(c: &mut WsClient, room: usize) -> anyhow::Result<(
         .write_all(&client::text_frame(req.as_bytes()))
         .await?;
     loop {
-        let (op, payload) = tokio::time::timeout(Duration::from_secs(30), c.read.next())
+        let (op, payload) = tokio::time::timeout(Duration::from_secs(30), c.next())
             .await
             .context("no reply to subscribe")??
             .context("closed while subscribing")?;

@@ -64,6 +64,9 @@ impl Link for RedisLink {
         tokio::time::timeout(timeout, sink.subscribe(&shared.probe_channel))
             .await
             .map_err(|_| timed_out())??;
+        tokio::time::timeout(timeout, sink.subscribe(shared.control_channel()))
+            .await
+            .map_err(|_| timed_out())??;
         Ok(Live {
             sink,
             stream,
@@ -118,8 +121,11 @@ impl Link for RedisLink {
                 () = shared.stop.cancelled() => return Lost::Stopped,
                 msg = stream.next() => {
                     let Some(msg) = msg else { return Lost::Closed };
-                    if msg.get_channel_name() == shared.probe_channel {
+                    let name = msg.get_channel_name();
+                    if name == shared.probe_channel {
                         probe.heard();
+                    } else if name == shared.control_channel() {
+                        control(shared, &msg);
                     } else {
                         receive(shared, &msg);
                     }
@@ -158,6 +164,18 @@ async fn send_probe(shared: &Shared, publisher: &mut MultiplexedConnection) {
         .await;
     if let Err(error) = sent {
         tracing::debug!(%error, "probe publish failed");
+    }
+}
+
+/// An order for every node: handed to the node, or logged when it does not parse.
+fn control(shared: &Shared, msg: &redis::Msg) {
+    match serde_json::from_slice::<crate::bus::directory::Control>(msg.get_payload_bytes()) {
+        Ok(control) => {
+            if let Some(events) = shared.events.upgrade() {
+                events.control(control);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "ignored an invalid control message"),
     }
 }
 

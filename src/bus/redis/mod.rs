@@ -3,6 +3,7 @@
 //! (`bus::supervisor`) keeps the link alive; `link` is what it drives. Nothing else in
 //! the node touches Redis.
 
+mod directory;
 mod history;
 mod link;
 mod presence;
