@@ -108,7 +108,7 @@ pub struct Node {
 /// The bus to build, decided (and its settings checked) before the node exists.
 enum BusPlan {
     Memory,
-    Redis(Box<redis::Client>),
+    Redis(Box<crate::bus::redis::source::Source>),
 }
 
 impl Node {
@@ -116,7 +116,8 @@ impl Node {
         let plan = match settings.bus {
             BusKind::Memory => BusPlan::Memory,
             BusKind::Redis => BusPlan::Redis(Box::new(
-                redis::Client::open(settings.redis_url.as_str()).map_err(StartError::RedisUrl)?,
+                crate::bus::redis::source::Source::parse(settings.redis_url.as_str())
+                    .map_err(StartError::RedisUrl)?,
             )),
         };
         let auth = Auth::new(&settings.auth)?.map(Arc::new);
@@ -148,9 +149,9 @@ impl Node {
                     let bus = Arc::new(MemoryBus::new(events, Arc::clone(&metrics)));
                     (bus.clone(), bus.clone(), presence, bus)
                 }
-                BusPlan::Redis(client) => {
+                BusPlan::Redis(source) => {
                     let bus = Arc::new(RedisBus::start(
-                        *client,
+                        *source,
                         settings.redis.clone(),
                         settings.keeps_history(),
                         &id,

@@ -116,9 +116,14 @@ impl Settings {
 
     fn check_redis(&self) -> Checked {
         if self.bus == BusKind::Redis
-            && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"))
+            && !["redis://", "rediss://", "redis+sentinel://"]
+                .iter()
+                .any(|scheme| self.redis_url.starts_with(scheme))
         {
-            return invalid("redis_url", "must start with redis:// or rediss://");
+            return invalid(
+                "redis_url",
+                "must start with redis://, rediss:// or redis+sentinel://",
+            );
         }
         let r = &self.redis;
         if r.prefix.is_empty() || r.prefix.contains(char::is_whitespace) {

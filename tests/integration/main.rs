@@ -15,6 +15,7 @@ mod protocol;
 mod recovery;
 mod redis_failures;
 mod redis_support;
+mod sentinel;
 mod support;
 mod tls;
 mod tracing;

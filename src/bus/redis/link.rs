@@ -39,7 +39,11 @@ impl Link for RedisLink {
                 std::io::ErrorKind::TimedOut,
             )))
         };
-        let pubsub = tokio::time::timeout(timeout, shared.client.get_async_pubsub())
+        // Asked each time: behind Sentinel, the primary may have changed since.
+        let client = tokio::time::timeout(timeout, shared.source.client())
+            .await
+            .map_err(|_| timed_out())??;
+        let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
             .await
             .map_err(|_| timed_out())??;
         let config = redis::AsyncConnectionConfig::new()
@@ -47,8 +51,7 @@ impl Link for RedisLink {
             .set_response_timeout(Some(Duration::from_millis(
                 shared.settings.response_timeout_ms,
             )));
-        let mut publisher = shared
-            .client
+        let mut publisher = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         if shared.load_library {

@@ -7,6 +7,7 @@ mod directory;
 mod history;
 mod link;
 mod presence;
+pub mod source;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,7 +34,8 @@ pub struct RedisBus {
 }
 
 struct Shared {
-    client: redis::Client,
+    /// Where to connect: a fixed server, or Sentinel's current primary.
+    source: source::Source,
     settings: RedisSettings,
     /// `<prefix>:` prepended to every channel name on Redis.
     prefix: String,
@@ -76,7 +78,7 @@ impl RedisBus {
     /// even while Redis is down. The client was made from a validated URL.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
-        client: redis::Client,
+        source: source::Source,
         settings: RedisSettings,
         load_library: bool,
         node_id: &str,
@@ -98,7 +100,7 @@ impl RedisBus {
             stop: stop.clone(),
         };
         let shared = Arc::new(Shared {
-            client,
+            source,
             probe_channel: format!("{prefix}$probe:{node_id}"),
             load_library,
             prefix,
