@@ -185,7 +185,8 @@ const ERROR_CODES: [ErrorCode; 18] = [
 
 #[derive(Default, Debug)]
 pub struct Metrics {
-    pub connections: Gauge,
+    /// Open connections by transport, in `Framing::LABELS` order.
+    pub connections: [Gauge; 3],
     pub connections_total: Counter,
     pub subscriptions: Gauge,
     pub channels: Gauge,
@@ -309,12 +310,17 @@ impl Metrics {
     /// Prometheus text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
-        let _ = writeln!(
-            out,
+        out.push_str(
             "# HELP roomcast_connections Open client connections, by transport.\n\
-             # TYPE roomcast_connections gauge\nroomcast_connections{{transport=\"ws\"}} {}",
-            self.connections.get()
+             # TYPE roomcast_connections gauge\n",
         );
+        for (label, gauge) in crate::wire::Framing::LABELS.iter().zip(&self.connections) {
+            let _ = writeln!(
+                out,
+                "roomcast_connections{{transport=\"{label}\"}} {}",
+                gauge.get()
+            );
+        }
         for (name, kind, help, value) in self.samples().iter() {
             let _ = writeln!(
                 out,

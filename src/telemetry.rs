@@ -68,7 +68,10 @@ impl Telemetry {
             .i64_observable_gauge("roomcast_connections")
             .with_description("Open client connections, by transport.")
             .with_callback(move |o| {
-                o.observe(m.connections.get(), &[KeyValue::new("transport", "ws")])
+                let labels = crate::wire::Framing::LABELS.iter();
+                for (label, gauge) in labels.zip(&m.connections) {
+                    o.observe(gauge.get(), &[KeyValue::new("transport", *label)]);
+                }
             })
             .build();
     }

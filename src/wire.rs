@@ -26,6 +26,20 @@ pub enum Framing {
     Poll,
 }
 
+impl Framing {
+    /// Every framing, in [`Framing::index`] order: what metrics label connections with.
+    pub const LABELS: [&'static str; 3] = ["ws", "sse", "poll"];
+
+    /// A dense index into [`Framing::LABELS`].
+    pub fn index(self) -> usize {
+        match self {
+            Framing::WebSocket => 0,
+            Framing::Sse => 1,
+            Framing::Poll => 2,
+        }
+    }
+}
+
 /// What one connection's bytes look like on its socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WireFormat {

@@ -250,14 +250,14 @@ impl Node {
             return false;
         }
         conns.insert(conn.id, Arc::clone(conn));
-        self.metrics.connections.inc();
+        self.metrics.connections[conn.wire.framing.index()].inc();
         self.metrics.connections_total.inc();
         true
     }
 
     pub fn deregister(&self, id: ConnId) {
-        if self.conns.lock().remove(&id).is_some() {
-            self.metrics.connections.dec();
+        if let Some(conn) = self.conns.lock().remove(&id) {
+            self.metrics.connections[conn.wire.framing.index()].dec();
         }
     }
 

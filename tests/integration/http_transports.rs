@@ -24,6 +24,11 @@ async fn sse_receives_what_websocket_and_rpc_publish() {
     assert_eq!(sse.status, 200);
     let welcome = sse.next().await;
     assert_eq!(welcome.event, "welcome");
+    let (_, metrics) = node.get("/metrics").await;
+    assert!(
+        metrics.contains("roomcast_connections{transport=\"sse\"} 1"),
+        "{metrics}"
+    );
     let mut ws = node.json().await;
     assert_eq!(
         ws.publish("chat:sse", json!({"from": "ws"})).await["op"],
