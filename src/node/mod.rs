@@ -115,6 +115,15 @@ impl Node {
     pub fn new(settings: Settings) -> Result<Arc<Self>, StartError> {
         let plan = match settings.bus {
             BusKind::Memory => BusPlan::Memory,
+            BusKind::RedisCluster => {
+                BusPlan::Redis(Box::new(crate::bus::redis::source::Source::Cluster(
+                    settings
+                        .redis_url
+                        .split(',')
+                        .map(|seed| seed.trim().to_string())
+                        .collect(),
+                )))
+            }
             BusKind::Redis => BusPlan::Redis(Box::new(
                 crate::bus::redis::source::Source::parse(settings.redis_url.as_str())
                     .map_err(StartError::RedisUrl)?,

@@ -39,7 +39,7 @@ pub struct Cli {
     #[arg(long, value_name = "ID")]
     pub node_id: Option<String>,
     /// Message bus between nodes [env: ROOMCAST_BUS] [default: memory]
-    #[arg(long, value_name = "memory|redis")]
+    #[arg(long, value_name = "memory|redis|redis-cluster")]
     pub bus: Option<String>,
     /// Redis URL for `--bus redis` [env: ROOMCAST_REDIS_URL] [default: redis://127.0.0.1:6379]
     #[arg(long, value_name = "URL")]
@@ -63,6 +63,10 @@ pub enum BusKind {
     Memory,
     /// Redis pub/sub between nodes.
     Redis,
+    /// Redis Cluster's sharded pub/sub between nodes; `redis_url` lists seed nodes,
+    /// comma-separated.
+    #[serde(rename = "redis-cluster")]
+    RedisCluster,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

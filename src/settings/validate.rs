@@ -115,6 +115,16 @@ impl Settings {
     }
 
     fn check_redis(&self) -> Checked {
+        if self.bus == BusKind::RedisCluster
+            && !self.redis_url.split(',').all(|seed| {
+                seed.trim().starts_with("redis://") || seed.trim().starts_with("rediss://")
+            })
+        {
+            return invalid(
+                "redis_url",
+                "with bus = \"redis-cluster\": seed URLs (redis:// or rediss://), comma-separated",
+            );
+        }
         if self.bus == BusKind::Redis
             && !["redis://", "rediss://", "redis+sentinel://"]
                 .iter()

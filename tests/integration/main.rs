@@ -13,6 +13,7 @@ mod limits;
 mod presence;
 mod protocol;
 mod recovery;
+mod redis_cluster;
 mod redis_failures;
 mod redis_support;
 mod sentinel;

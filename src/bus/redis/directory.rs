@@ -22,12 +22,14 @@ impl super::Shared {
         format!("{}$control", self.prefix)
     }
 
+    /// One hash tag for every directory key, so that a node's report (one `MULTI`) and
+    /// a listing stay in one slot of a Redis Cluster.
     fn nodes_key(&self) -> String {
-        format!("{}$nodes", self.prefix)
+        format!("{{{}$directory}}:nodes", self.prefix)
     }
 
     fn node_key(&self, node: &str) -> String {
-        format!("{}$node:{node}", self.prefix)
+        format!("{{{}$directory}}:node:{node}", self.prefix)
     }
 }
 
@@ -36,7 +38,7 @@ impl Directory for RedisBus {
     async fn control(&self, control: &Control) -> Result<(), BusError> {
         let mut publisher = self.publisher()?;
         let payload = serde_json::to_vec(control).map_err(|_| BusError::Malformed("control"))?;
-        redis::cmd("PUBLISH")
+        redis::cmd(self.shared.publish_command())
             .arg(self.shared.control_channel())
             .arg(payload)
             .query_async::<i64>(&mut publisher)

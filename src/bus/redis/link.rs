@@ -87,7 +87,7 @@ impl Link for RedisLink {
             let mut state = shared.state.lock();
             state.link = Some(LinkHandle {
                 ctl: ctl_tx.clone(),
-                publisher: live.publisher.clone(),
+                publisher: super::commands::Commands::Single(live.publisher.clone()),
             });
             for channel in &state.wanted {
                 let _ = ctl_tx.send(Ctl {
@@ -171,7 +171,7 @@ async fn send_probe(shared: &Shared, publisher: &mut MultiplexedConnection) {
 }
 
 /// An order for every node: handed to the node, or logged when it does not parse.
-fn control(shared: &Shared, msg: &redis::Msg) {
+pub(super) fn control(shared: &Shared, msg: &redis::Msg) {
     match serde_json::from_slice::<crate::bus::directory::Control>(msg.get_payload_bytes()) {
         Ok(control) => {
             if let Some(events) = shared.events.upgrade() {
@@ -182,7 +182,7 @@ fn control(shared: &Shared, msg: &redis::Msg) {
     }
 }
 
-fn drain(rx: &mut mpsc::UnboundedReceiver<Ctl>) -> Vec<Ctl> {
+pub(super) fn drain(rx: &mut mpsc::UnboundedReceiver<Ctl>) -> Vec<Ctl> {
     std::iter::from_fn(|| rx.try_recv().ok()).collect()
 }
 
@@ -249,7 +249,7 @@ enum Invalid {
     Envelope(#[from] crate::bus::envelope::EnvelopeError),
 }
 
-fn receive(shared: &Shared, msg: &redis::Msg) {
+pub(super) fn receive(shared: &Shared, msg: &redis::Msg) {
     let name = msg.get_channel_name();
     let size = msg.get_payload_bytes().len();
     if size > shared.settings.max_envelope_bytes {

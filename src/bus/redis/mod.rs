@@ -3,6 +3,8 @@
 //! (`bus::supervisor`) keeps the link alive; `link` is what it drives. Nothing else in
 //! the node touches Redis.
 
+mod cluster_link;
+mod commands;
 mod directory;
 mod history;
 mod link;
@@ -15,7 +17,6 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,8 +35,10 @@ pub struct RedisBus {
 }
 
 struct Shared {
-    /// Where to connect: a fixed server, or Sentinel's current primary.
+    /// Where to connect: a fixed server, Sentinel's current primary, or a cluster.
     source: source::Source,
+    /// A Redis Cluster: sharded pub/sub (`SSUBSCRIBE`, `SPUBLISH`).
+    sharded: bool,
     settings: RedisSettings,
     /// `<prefix>:` prepended to every channel name on Redis.
     prefix: String,
@@ -63,7 +66,7 @@ struct State {
 #[derive(Clone)]
 struct LinkHandle {
     ctl: mpsc::UnboundedSender<Ctl>,
-    publisher: MultiplexedConnection,
+    publisher: commands::Commands,
 }
 
 /// A subscription change for the link to send, in order, on its pub/sub connection.
@@ -99,7 +102,9 @@ impl RedisBus {
             ready: Arc::clone(&ready),
             stop: stop.clone(),
         };
+        let sharded = matches!(source, source::Source::Cluster(_));
         let shared = Arc::new(Shared {
+            sharded,
             source,
             probe_channel: format!("{prefix}$probe:{node_id}"),
             load_library,
@@ -111,7 +116,11 @@ impl RedisBus {
             stop,
             last_invalid_log: AtomicU64::new(0),
         });
-        tasks.spawn(supervisor.run(link::RedisLink(Arc::clone(&shared))));
+        if shared.sharded {
+            tasks.spawn(supervisor.run(cluster_link::ClusterLink(Arc::clone(&shared))));
+        } else {
+            tasks.spawn(supervisor.run(link::RedisLink(Arc::clone(&shared))));
+        }
         Self { shared, ready }
     }
 }
@@ -119,6 +128,12 @@ impl RedisBus {
 impl Shared {
     fn redis_name(&self, channel: &ChannelName) -> String {
         format!("{}{channel}", self.prefix)
+    }
+
+    /// `SPUBLISH` on a Redis Cluster (sharded pub/sub: a message reaches only its
+    /// channel's shard), `PUBLISH` elsewhere.
+    fn publish_command(&self) -> &'static str {
+        if self.sharded { "SPUBLISH" } else { "PUBLISH" }
     }
 
     /// How long any Redis command may take before it counts as failed.
@@ -129,7 +144,7 @@ impl Shared {
 
 impl RedisBus {
     /// The publishing connection, while the link is up and subscribed.
-    fn publisher(&self) -> Result<MultiplexedConnection, BusError> {
+    fn publisher(&self) -> Result<commands::Commands, BusError> {
         let link = self.shared.state.lock().link.clone();
         match (link, self.is_ready()) {
             (Some(link), true) => Ok(link.publisher),
@@ -149,7 +164,7 @@ impl Bus for RedisBus {
         let mut publisher = self.publisher()?;
         let name = self.shared.redis_name(channel);
         let Some(policy) = history else {
-            redis::cmd("PUBLISH")
+            redis::cmd(self.shared.publish_command())
                 .arg(name)
                 .arg(envelope.encode())
                 .query_async::<i64>(&mut publisher)

@@ -19,6 +19,18 @@ local LIBRARY_VERSION = 1
 local DEFAULT_SIZE = 100
 local DEFAULT_TTL = 300
 
+-- Publishes on the channel: SPUBLISH on a Redis Cluster, where nodes subscribe with
+-- SSUBSCRIBE on the channel's own shard (its slot is the one of this call's key), and
+-- PUBLISH on a single Redis.
+local function send(channel, payload)
+  local info = redis.call('INFO', 'cluster')
+  if string.find(info, 'cluster_enabled:1', 1, true) then
+    redis.call('SPUBLISH', channel, payload)
+  else
+    redis.call('PUBLISH', channel, payload)
+  end
+end
+
 local function keys_of(channel)
   return '{' .. channel .. '}:s', '{' .. channel .. '}:m'
 end
@@ -65,7 +77,7 @@ local function publish(keys, args)
   redis.call('EXPIRE', stream, ttl)
   redis.call('EXPIRE', meta, ttl)
   local positioned = cmsgpack.pack({ v = LIBRARY_VERSION, o = offset, ep = epoch, e = envelope })
-  redis.call('PUBLISH', channel, positioned)
+  send(channel, positioned)
   return { offset, epoch }
 end
 
@@ -113,7 +125,7 @@ local function now_ms()
 end
 
 local function announce(channel, kind, client, info)
-  redis.call('PUBLISH', channel, cmsgpack.pack({ v = LIBRARY_VERSION, k = kind, c = client, i = info }))
+  send(channel, cmsgpack.pack({ v = LIBRARY_VERSION, k = kind, c = client, i = info }))
 end
 
 local function keep_for(key, ttl)

@@ -8,6 +8,8 @@ use redis::{ConnectionAddr, ErrorKind, RedisError, RedisResult};
 
 pub enum Source {
     Direct(redis::Client),
+    /// A Redis Cluster's seed nodes: the cluster connection finds the rest.
+    Cluster(Vec<String>),
     /// Sentinel's client keeps the sentinels it learnt of; one lookup at a time.
     Sentinel(tokio::sync::Mutex<SentinelClient>),
 }
@@ -28,6 +30,7 @@ impl Source {
     pub async fn client(&self) -> RedisResult<redis::Client> {
         match self {
             Source::Direct(client) => Ok(client.clone()),
+            Source::Cluster(seeds) => redis::Client::open(seeds[0].as_str()),
             Source::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
         }
     }
