@@ -22,9 +22,15 @@ local DEFAULT_TTL = 300
 -- Publishes on the channel: SPUBLISH on a Redis Cluster, where nodes subscribe with
 -- SSUBSCRIBE on the channel's own shard (its slot is the one of this call's key), and
 -- PUBLISH on a single Redis.
+-- Whether this server runs in cluster mode: asked once per library load (a server does
+-- not change mode without a restart, which reloads the library), not on every publish.
+local sharded = nil
+
 local function send(channel, payload)
-  local info = redis.call('INFO', 'cluster')
-  if string.find(info, 'cluster_enabled:1', 1, true) then
+  if sharded == nil then
+    sharded = string.find(redis.call('INFO', 'cluster'), 'cluster_enabled:1', 1, true) ~= nil
+  end
+  if sharded then
     redis.call('SPUBLISH', channel, payload)
   else
     redis.call('PUBLISH', channel, payload)
