@@ -291,7 +291,7 @@ impl Metrics {
             ("handshake_timeouts_total", "counter", "Connections dropped for an incomplete request head or TLS handshake after limits.handshake_timeout_ms.", c(&self.handshake_timeouts)),
             ("oversized_request_heads_total", "counter", "Requests refused (431) for a head over limits.max_header_bytes.", c(&self.oversized_heads)),
             ("tls_handshake_failures_total", "counter", "TLS handshakes that failed.", c(&self.tls_failures)),
-            ("bus_connected", "gauge", "1 while the bus link is up and subscribed, else 0.", g(&self.bus_connected)),
+            ("bus_connected", "gauge", "Bus links up and subscribed: 1 or 0 for one Redis, one per shard link on a Redis Cluster.", g(&self.bus_connected)),
             ("bus_reconnects_total", "counter", "Attempts to re-establish the Redis link.", c(&self.bus_reconnects)),
             ("bus_probe_failures_total", "counter", "Times the liveness probe found the pub/sub link deaf.", c(&self.bus_probe_failures)),
             ("bus_invalid_envelopes_total", "counter", "Messages on Redis that were not valid envelopes (dropped).", self.drops(DropReason::InvalidEnvelope) as i64),

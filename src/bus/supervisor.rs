@@ -81,7 +81,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Runs until `stop` is cancelled.
-    pub async fn run<L: Link>(self, link: L) {
+    pub async fn run<L: Link>(self, link: Arc<L>) {
         let mut attempt: u32 = 0;
         let mut connected_before = false;
         loop {
@@ -89,15 +89,17 @@ impl Supervisor {
                 Ok(live) => {
                     attempt = 0;
                     let reconnected = std::mem::replace(&mut connected_before, true);
-                    self.up_and_serve(&link, live, reconnected).await
+                    self.up_and_serve(&*link, live, reconnected).await
                 }
                 Err(error) => (Lost::Connect(error), false),
             };
             self.ready.store(false, Ordering::Relaxed);
             link.down();
-            self.metrics.bus_connected.set(0);
-            if was_up && let Some(events) = self.events.upgrade() {
-                events.link_lost();
+            if was_up {
+                self.metrics.bus_connected.dec();
+                if let Some(events) = self.events.upgrade() {
+                    events.link_lost();
+                }
             }
             if matches!(lost, Lost::Stopped) || self.stop.is_cancelled() {
                 return;
@@ -126,7 +128,7 @@ impl Supervisor {
             Err(lost) => return (lost, false),
         };
         self.ready.store(true, Ordering::Relaxed);
-        self.metrics.bus_connected.set(1);
+        self.metrics.bus_connected.inc();
         tracing::info!(channels = channels.len(), reconnected, "redis link up");
         if reconnected && let Some(events) = self.events.upgrade() {
             events.link_back(&channels);

@@ -15,6 +15,7 @@ mod protocol;
 mod recovery;
 mod redis_cluster;
 mod redis_failures;
+mod redis_reshard;
 mod redis_support;
 mod sentinel;
 mod support;

@@ -1,241 +1,247 @@
-//! The link to a Redis Cluster, as the supervisor drives it: one cluster connection
-//! (RESP3), which routes `SSUBSCRIBE` to the shard that owns each channel's slot,
-//! `SPUBLISH` and `FCALL` by key, follows `MOVED`/`ASK`, and resubscribes sharded channels
-//! by itself when a shard's connection is rebuilt or a slot moves. Those resubscriptions
-//! arrive as `ssubscribe` pushes the node did not ask for: each one means "this channel's
-//! shard link came back", and the node recovers the channel or tells its clients `gap`,
-//! exactly as after a single Redis's outage, for that channel only.
+//! The Redis Cluster bus's router. One cluster connection (redis-rs cluster-async) carries
+//! every command (`SPUBLISH`, `FCALL`, history, presence, the directory), routed by key and
+//! following `MOVED`/`ASK` by itself. Sharded pub/sub goes over one link per shard primary
+//! this node needs (`shard_link`), each under its own supervisor: the router sends each
+//! channel's (un)subscribe to the link of the shard that serves its slot, makes the link
+//! the first time a shard is needed, and re-routes channels whose slot moved.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Msg, ProtocolVersion, PushInfo, PushKind};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use super::commands::Commands;
-use super::link::{control, drain, receive};
+use super::shard_link::ShardLink;
+use super::topology::{self, Topology};
 use super::{Ctl, LinkHandle, Shared};
 use crate::bus::BusError;
-use crate::bus::probe::Probe;
-use crate::bus::supervisor::{Link, Lost};
-use crate::channel::ChannelName;
+use crate::bus::supervisor::{Backoff, Supervisor};
 
-pub(super) struct ClusterLink(pub(super) Arc<Shared>);
+/// Ready while the cluster connection is up and every shard link this node made is up
+/// and subscribed: a shard failing over makes the node not ready, as a single Redis would.
+#[derive(Default)]
+pub(super) struct ClusterReady {
+    connected: AtomicBool,
+    shards: Mutex<Vec<Arc<AtomicBool>>>,
+}
 
-pub(super) struct Live {
+impl ClusterReady {
+    pub(super) fn is_ready(&self) -> bool {
+        let shards = self.shards.lock();
+        self.connected.load(Ordering::Relaxed)
+            && !shards.is_empty()
+            && shards.iter().all(|s| s.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+/// The slot map is read again at most this often, however many channels bounce.
+const REFRESH_MIN: Duration = Duration::from_millis(100);
+
+struct Router {
+    shared: Arc<Shared>,
     conn: ClusterConnection,
-    pushes: mpsc::UnboundedReceiver<PushInfo>,
-    ctl: Option<mpsc::UnboundedReceiver<Ctl>>,
-    /// Channels this link asked to subscribe and whose confirmation has not come back:
-    /// any other `ssubscribe` push is a resubscription after a loss.
-    asked: HashSet<String>,
+    topology: Topology,
+    refreshed: Option<Instant>,
+    links: Vec<Arc<ShardLink>>,
+    /// Which link each subscribed channel went to, for its unsubscribe.
+    assigned: HashMap<String, usize>,
+    tx: mpsc::UnboundedSender<Ctl>,
+    tasks: TaskTracker,
+    ready: Arc<ClusterReady>,
+    backoff: Backoff,
 }
 
-fn timed_out(what: &'static str) -> BusError {
-    BusError::from(redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        what,
-    )))
-}
-
-impl Link for ClusterLink {
-    type Live = Live;
-
-    async fn connect(&self) -> Result<Live, BusError> {
-        let shared = &self.0;
-        let super::source::Source::Cluster(seeds) = &shared.source else {
-            return Err(BusError::Malformed("a cluster link without cluster seeds"));
-        };
-        let (tx, pushes) = mpsc::unbounded_channel();
-        let client = ClusterClientBuilder::new(seeds.clone())
-            .use_protocol(ProtocolVersion::RESP3)
-            .push_sender(tx)
-            .connection_timeout(Duration::from_millis(shared.settings.connect_timeout_ms))
-            .response_timeout(shared.response_timeout())
-            // Few, quick retries inside the client: a shard that is gone should fail the
-            // command (the client hears `unavailable`) and let the supervisor rebuild the
-            // link, not stall every command for seconds.
-            .retries(2)
-            .min_retry_wait(50)
-            .max_retry_wait(500)
-            .build()?;
-        let timeout = Duration::from_millis(shared.settings.connect_timeout_ms);
-        let mut conn = tokio::time::timeout(timeout, client.get_async_connection())
-            .await
-            .map_err(|_| timed_out("connecting to the cluster"))??;
-        if shared.load_library {
-            // Routed to every primary: each shard runs the functions of its channels.
-            redis::cmd("FUNCTION")
-                .arg("LOAD")
-                .arg("REPLACE")
-                .arg(super::history::LIBRARY)
-                .query_async::<redis::Value>(&mut conn)
-                .await?;
-        }
-        let mut asked = HashSet::new();
-        for channel in [shared.probe_channel.clone(), shared.control_channel()] {
-            tokio::time::timeout(timeout, conn.ssubscribe(&channel))
-                .await
-                .map_err(|_| timed_out("subscribing"))??;
-            asked.insert(channel);
-        }
-        Ok(Live {
-            conn,
-            pushes,
-            ctl: None,
-            asked,
-        })
-    }
-
-    async fn resubscribe(&self, live: &mut Live) -> Result<Vec<ChannelName>, Lost> {
-        let shared = &self.0;
-        let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
-        let channels: Vec<ChannelName> = {
-            let mut state = shared.state.lock();
-            state.link = Some(LinkHandle {
-                ctl: ctl_tx.clone(),
-                publisher: Commands::Cluster(live.conn.clone()),
-            });
-            for channel in &state.wanted {
-                let _ = ctl_tx.send(Ctl {
-                    subscribe: true,
-                    channel: shared.redis_name(channel),
-                    done: None,
-                });
-            }
-            state.wanted.iter().cloned().collect()
-        };
-        apply(live, drain(&mut ctl_rx), shared.response_timeout()).await?;
-        live.ctl = Some(ctl_rx);
-        Ok(channels)
-    }
-
-    async fn serve(&self, mut live: Live) -> Lost {
-        let shared = &self.0;
-        let Some(mut ctl) = live.ctl.take() else {
-            return Lost::Closed;
-        };
-        let mut probe = Probe::new(
-            Duration::from_millis(shared.settings.probe_interval_ms),
-            Duration::from_millis(shared.settings.probe_timeout_ms),
-        );
-        loop {
-            tokio::select! {
-                biased;
-                () = shared.stop.cancelled() => return Lost::Stopped,
-                push = live.pushes.recv() => {
-                    let Some(push) = push else { return Lost::Closed };
-                    if push.kind == PushKind::Disconnection {
-                        // A shard's connection dropped. The cluster connection would
-                        // resubscribe its channels by itself, but not always (a primary
-                        // that died before its replica took over), and never saying what
-                        // was missed: the whole link is rebuilt instead, and every channel
-                        // recovers or gets `gap`, never a silent loss.
-                        return Lost::Closed;
-                    }
-                    on_push(shared, &mut live.asked, &mut probe, push);
-                }
-                Some(first) = ctl.recv() => {
-                    let mut batch = vec![first];
-                    batch.extend(drain(&mut ctl));
-                    if let Err(lost) = apply(&mut live, batch, shared.response_timeout()).await {
-                        return lost;
-                    }
-                }
-                due = probe.due() => {
-                    if let Err(deaf) = due {
-                        shared.metrics.bus_probe_failures.inc();
-                        return Lost::Deaf(deaf);
-                    }
-                    let sent = redis::cmd("SPUBLISH")
-                        .arg(&shared.probe_channel)
-                        .arg(b"probe".as_slice())
-                        .query_async::<i64>(&mut live.conn)
-                        .await;
-                    if let Err(error) = sent {
-                        tracing::debug!(%error, "probe publish failed");
-                    }
-                }
+/// Connects to the cluster (retrying with backoff until it answers or the node stops),
+/// then routes subscription changes until the node stops.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    ready: Arc<ClusterReady>,
+    tasks: TaskTracker,
+    backoff: Backoff,
+) {
+    let mut attempt = 0;
+    let conn = loop {
+        match connect(&shared).await {
+            Ok(conn) => break conn,
+            Err(error) => {
+                let error = &error as &dyn std::error::Error;
+                tracing::warn!(error, attempt, "cannot connect to the redis cluster");
             }
         }
+        tokio::select! {
+            () = shared.stop.cancelled() => return,
+            () = tokio::time::sleep(backoff.delay(attempt)) => {}
+        }
+        attempt = attempt.saturating_add(1);
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    {
+        let mut state = shared.state.lock();
+        state.link = Some(LinkHandle {
+            ctl: tx.clone(),
+            publisher: Commands::Cluster(conn.clone()),
+        });
+        let _ = tx.send(Ctl::subscribe(shared.control_channel()));
+        for channel in &state.wanted {
+            let _ = tx.send(Ctl::subscribe(shared.redis_name(channel)));
+        }
     }
-
-    fn down(&self) {
-        self.0.state.lock().link = None;
+    ready.connected.store(true, Ordering::Relaxed);
+    let mut router = Router {
+        shared: Arc::clone(&shared),
+        conn,
+        topology: Topology::default(),
+        refreshed: None,
+        links: Vec::new(),
+        assigned: HashMap::new(),
+        tx,
+        tasks,
+        ready,
+        backoff,
+    };
+    loop {
+        tokio::select! {
+            () = shared.stop.cancelled() => return,
+            Some(ctl) = rx.recv() => router.route(ctl).await,
+        }
     }
 }
 
-/// A push from the cluster: a message, or a subscription confirmed or restored.
-fn on_push(shared: &Shared, asked: &mut HashSet<String>, probe: &mut Probe, push: PushInfo) {
-    match push.kind {
-        PushKind::SSubscribe => {
-            let Some(channel) = push
-                .data
-                .first()
-                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-            else {
-                return;
-            };
-            if asked.remove(&channel) {
+async fn connect(shared: &Shared) -> Result<ClusterConnection, BusError> {
+    let super::source::Source::Cluster(seeds) = &shared.source else {
+        return Err(BusError::Malformed("a cluster link without cluster seeds"));
+    };
+    let timeout = Duration::from_millis(shared.settings.connect_timeout_ms);
+    let client = ClusterClientBuilder::new(seeds.clone())
+        .connection_timeout(timeout)
+        .response_timeout(shared.response_timeout())
+        // Few, quick retries inside the client: a shard that is gone should fail the
+        // command (the client hears `unavailable`), not stall it for seconds.
+        .retries(2)
+        .min_retry_wait(50)
+        .max_retry_wait(500)
+        .build()?;
+    let mut conn = tokio::time::timeout(timeout, client.get_async_connection())
+        .await
+        .map_err(|_| BusError::NotConnected)??;
+    if shared.load_library {
+        // Routed to every primary, so that a publish with history works on any shard,
+        // whether or not this node holds a link to it.
+        super::history::load_library(&mut conn).await?;
+    }
+    Ok(conn)
+}
+
+impl Router {
+    async fn route(&mut self, ctl: Ctl) {
+        if ctl.rerouted > 0 {
+            // The slot map changed under a link: read it again, and give a channel that
+            // keeps bouncing (a migration in progress) a moment before it tries again.
+            if !self.shared.still_wanted(&ctl.channel) {
                 return;
             }
-            // Not asked for: the cluster connection resubscribed it after losing its
-            // shard (or the slot moved). What was published meanwhile did not arrive.
-            let name = channel.strip_prefix(&shared.prefix).unwrap_or_default();
-            if let (Ok(channel), Some(events)) = (ChannelName::parse(name), shared.events.upgrade())
-            {
-                shared.metrics.bus_reconnects.inc();
-                events.link_back(&[channel]);
+            self.assigned.remove(&ctl.channel);
+            if ctl.rerouted > 1 {
+                let wait = 50 * u64::from(ctl.rerouted.min(20));
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            self.refresh().await;
+        }
+        if !ctl.subscribe {
+            if let Some(i) = self.assigned.remove(&ctl.channel) {
+                self.links[i].submit(ctl);
+            }
+            return;
+        }
+        match self.link_for(&ctl.channel).await {
+            Some(i) => {
+                self.assigned.insert(ctl.channel.clone(), i);
+                self.links[i].submit(ctl);
+            }
+            None => {
+                // The cluster serves no such slot right now (it is failing over or being
+                // resharded). A client waiting on it hears `unavailable`; a channel that
+                // was already subscribed tries again shortly.
+                let mut ctl = ctl;
+                if let Some(done) = ctl.done.take() {
+                    let _ = done.send(Err(BusError::NotConnected));
+                    return;
+                }
+                ctl.rerouted = ctl.rerouted.saturating_add(1);
+                let _ = self.tx.send(ctl);
             }
         }
-        PushKind::SMessage | PushKind::Message => {
-            let Some(msg) = Msg::from_push_info(push) else {
-                return;
-            };
-            let name = msg.get_channel_name();
-            if name == shared.probe_channel {
-                probe.heard();
-            } else if name == shared.control_channel() {
-                control(shared, &msg);
-            } else {
-                receive(shared, &msg);
-            }
-        }
-        _ => {}
     }
-}
 
-/// Sends a batch of subscription changes, each routed to its channel's shard; replies not
-/// back within `timeout` fail the batch and the link.
-async fn apply(live: &mut Live, batch: Vec<Ctl>, timeout: Duration) -> Result<(), Lost> {
-    let mut failure = None;
-    for ctl in batch {
-        if ctl.subscribe {
-            live.asked.insert(ctl.channel.clone());
+    /// The link for the shard serving `channel`'s slot; made when there is none yet.
+    async fn link_for(&mut self, channel: &str) -> Option<usize> {
+        let slot = topology::slot(channel.as_bytes());
+        if self.topology.owner(slot).is_none() {
+            self.refresh().await;
         }
-        let call = async {
-            if ctl.subscribe {
-                live.conn.ssubscribe(&ctl.channel).await
-            } else {
-                live.conn.sunsubscribe(&ctl.channel).await
-            }
-        };
-        let result = match tokio::time::timeout(timeout, call).await {
-            Ok(result) => result.map_err(BusError::from),
-            Err(_) => Err(timed_out("redis did not answer a (un)subscribe in time")),
-        };
-        if let Err(error) = &result {
-            failure.get_or_insert_with(|| error.clone());
+        let owner = self.topology.owner(slot)?.clone();
+        let existing = self
+            .links
+            .iter()
+            .position(|link| self.topology.owner(link.anchor) == Some(&owner));
+        if existing.is_some() {
+            return existing;
         }
-        if let Some(done) = ctl.done {
-            let _ = done.send(result);
-        }
+        let anchor = self.topology.anchor_of(&owner)?;
+        Some(self.spawn_link(anchor))
     }
-    match failure {
-        Some(error) => Err(Lost::Command(error)),
-        None => Ok(()),
+
+    fn spawn_link(&mut self, anchor: u16) -> usize {
+        let link = Arc::new(ShardLink::new(
+            Arc::clone(&self.shared),
+            self.conn.clone(),
+            self.tx.clone(),
+            anchor,
+            &self.shared.node_id,
+        ));
+        let ready = Arc::new(AtomicBool::new(false));
+        self.ready.shards.lock().push(Arc::clone(&ready));
+        let supervisor = Supervisor {
+            backoff: self.backoff,
+            events: self.shared.events.clone(),
+            metrics: Arc::clone(&self.shared.metrics),
+            ready,
+            stop: self.shared.stop.clone(),
+        };
+        tracing::info!(anchor, shards = self.links.len() + 1, "new shard link");
+        self.tasks.spawn(supervisor.run(Arc::clone(&link)));
+        self.links.push(link);
+        self.links.len() - 1
+    }
+
+    async fn refresh(&mut self) {
+        if self.refreshed.is_some_and(|at| at.elapsed() < REFRESH_MIN) {
+            return;
+        }
+        self.refreshed = Some(Instant::now());
+        let fetched = tokio::time::timeout(
+            self.shared.response_timeout(),
+            Topology::fetch(&mut self.conn),
+        )
+        .await;
+        match fetched {
+            Ok(Ok(topology)) => self.topology = topology,
+            Ok(Err(error)) => {
+                let error = &error as &dyn std::error::Error;
+                tracing::debug!(error, "cannot read the slot map");
+            }
+            Err(_) => tracing::debug!("the slot map did not come in time"),
+        }
     }
 }

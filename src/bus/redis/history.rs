@@ -13,6 +13,20 @@ use crate::channel::ChannelName;
 /// The library every node loads; its functions are documented for backends.
 pub(super) const LIBRARY: &str = include_str!("roomcast.lua");
 
+/// Loads (or replaces) the library on whatever `conn` reaches: one Redis, or, through a
+/// cluster connection, every primary.
+pub(super) async fn load_library(
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> redis::RedisResult<()> {
+    redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(LIBRARY)
+        .query_async::<redis::Value>(conn)
+        .await
+        .map(drop)
+}
+
 #[async_trait]
 impl History for RedisBus {
     async fn read(

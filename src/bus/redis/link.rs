@@ -56,12 +56,7 @@ impl Link for RedisLink {
             .await?;
         if shared.load_library {
             // Every time: a Redis restarted without persistence has forgotten it.
-            redis::cmd("FUNCTION")
-                .arg("LOAD")
-                .arg("REPLACE")
-                .arg(super::history::LIBRARY)
-                .query_async::<String>(&mut publisher)
-                .await?;
+            super::history::load_library(&mut publisher).await?;
         }
         let (mut sink, stream) = pubsub.split();
         tokio::time::timeout(timeout, sink.subscribe(&shared.probe_channel))
@@ -90,11 +85,7 @@ impl Link for RedisLink {
                 publisher: super::commands::Commands::Single(live.publisher.clone()),
             });
             for channel in &state.wanted {
-                let _ = ctl_tx.send(Ctl {
-                    subscribe: true,
-                    channel: shared.redis_name(channel),
-                    done: None,
-                });
+                let _ = ctl_tx.send(Ctl::subscribe(shared.redis_name(channel)));
             }
             state.wanted.iter().cloned().collect()
         };

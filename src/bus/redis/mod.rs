@@ -9,7 +9,9 @@ mod directory;
 mod history;
 mod link;
 mod presence;
+mod shard_link;
 pub mod source;
+mod topology;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,7 +33,14 @@ use crate::settings::RedisSettings;
 
 pub struct RedisBus {
     shared: Arc<Shared>,
-    ready: Arc<AtomicBool>,
+    ready: Readiness,
+}
+
+enum Readiness {
+    /// One link's supervisor says.
+    Link(Arc<AtomicBool>),
+    /// The cluster connection and every shard link say.
+    Cluster(Arc<cluster_link::ClusterReady>),
 }
 
 struct Shared {
@@ -42,6 +51,7 @@ struct Shared {
     settings: RedisSettings,
     /// `<prefix>:` prepended to every channel name on Redis.
     prefix: String,
+    node_id: String,
     probe_channel: String,
     /// Whether some namespace keeps history, so the node needs its Redis Functions.
     load_library: bool,
@@ -74,6 +84,32 @@ struct Ctl {
     subscribe: bool,
     channel: String,
     done: Option<oneshot::Sender<Result<(), BusError>>>,
+    /// Tell the node the channel is back (recover or `gap`) once it is subscribed: it was
+    /// subscribed before and taken away (a Redis Cluster slot that moved).
+    back: bool,
+    /// How many times a Redis Cluster shard sent it back to the router (`MOVED`).
+    rerouted: u8,
+}
+
+impl Ctl {
+    fn new(
+        subscribe: bool,
+        channel: String,
+        done: Option<oneshot::Sender<Result<(), BusError>>>,
+    ) -> Self {
+        Self {
+            subscribe,
+            channel,
+            done,
+            back: false,
+            rerouted: 0,
+        }
+    }
+
+    /// A resubscription nobody waits on.
+    fn subscribe(channel: String) -> Self {
+        Self::new(true, channel, None)
+    }
 }
 
 impl RedisBus {
@@ -106,6 +142,7 @@ impl RedisBus {
         let shared = Arc::new(Shared {
             sharded,
             source,
+            node_id: node_id.to_string(),
             probe_channel: format!("{prefix}$probe:{node_id}"),
             load_library,
             prefix,
@@ -117,11 +154,23 @@ impl RedisBus {
             last_invalid_log: AtomicU64::new(0),
         });
         if shared.sharded {
-            tasks.spawn(supervisor.run(cluster_link::ClusterLink(Arc::clone(&shared))));
-        } else {
-            tasks.spawn(supervisor.run(link::RedisLink(Arc::clone(&shared))));
+            let ready = Arc::new(cluster_link::ClusterReady::default());
+            tasks.spawn(cluster_link::run(
+                Arc::clone(&shared),
+                Arc::clone(&ready),
+                tasks.clone(),
+                supervisor.backoff,
+            ));
+            return Self {
+                shared,
+                ready: Readiness::Cluster(ready),
+            };
         }
-        Self { shared, ready }
+        tasks.spawn(supervisor.run(Arc::new(link::RedisLink(Arc::clone(&shared)))));
+        Self {
+            shared,
+            ready: Readiness::Link(ready),
+        }
     }
 }
 
@@ -136,6 +185,28 @@ impl Shared {
         if self.sharded { "SPUBLISH" } else { "PUBLISH" }
     }
 
+    /// The channel a Redis channel name carries, if it is one of the node's channels.
+    fn channel_of(&self, redis_name: &str) -> Option<ChannelName> {
+        ChannelName::parse(redis_name.strip_prefix(&self.prefix)?).ok()
+    }
+
+    /// Whether the node still wants the Redis channel `redis_name` subscribed.
+    fn still_wanted(&self, redis_name: &str) -> bool {
+        redis_name == self.control_channel()
+            || self
+                .channel_of(redis_name)
+                .is_some_and(|c| self.state.lock().wanted.contains(&c))
+    }
+
+    /// Tells the node that `redis_name` is subscribed again after it was taken away.
+    fn report_back(&self, redis_name: &str) {
+        if let (Some(channel), Some(events)) = (self.channel_of(redis_name), self.events.upgrade())
+        {
+            self.metrics.bus_reconnects.inc();
+            events.link_back(&[channel]);
+        }
+    }
+
     /// How long any Redis command may take before it counts as failed.
     fn response_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.settings.response_timeout_ms)
@@ -143,11 +214,17 @@ impl Shared {
 }
 
 impl RedisBus {
-    /// The publishing connection, while the link is up and subscribed.
+    /// The publishing connection, while the link is up and subscribed. On a cluster,
+    /// while the cluster connection is up: a shard that is down fails its own commands,
+    /// and the other shards' channels carry on.
     fn publisher(&self) -> Result<commands::Commands, BusError> {
         let link = self.shared.state.lock().link.clone();
-        match (link, self.is_ready()) {
-            (Some(link), true) => Ok(link.publisher),
+        let usable = match &self.ready {
+            Readiness::Link(ready) => ready.load(Ordering::Relaxed),
+            Readiness::Cluster(ready) => ready.is_connected(),
+        };
+        match link {
+            Some(link) if usable => Ok(link.publisher),
             _ => Err(BusError::NotConnected),
         }
     }
@@ -199,11 +276,7 @@ impl Bus for RedisBus {
                 return Ok(());
             };
             let (tx, rx) = oneshot::channel();
-            let ctl = Ctl {
-                subscribe: true,
-                channel: self.shared.redis_name(channel),
-                done: Some(tx),
-            };
+            let ctl = Ctl::new(true, self.shared.redis_name(channel), Some(tx));
             if link.ctl.send(ctl).is_err() {
                 return Ok(());
             }
@@ -224,16 +297,17 @@ impl Bus for RedisBus {
         let mut state = self.shared.state.lock();
         state.wanted.remove(channel);
         if let Some(link) = &state.link {
-            let _ = link.ctl.send(Ctl {
-                subscribe: false,
-                channel: self.shared.redis_name(channel),
-                done: None,
-            });
+            let _ = link
+                .ctl
+                .send(Ctl::new(false, self.shared.redis_name(channel), None));
         }
         Ok(())
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        match &self.ready {
+            Readiness::Link(ready) => ready.load(Ordering::Relaxed),
+            Readiness::Cluster(ready) => ready.is_ready(),
+        }
     }
 }

@@ -34,6 +34,38 @@ impl Source {
             Source::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
         }
     }
+
+    /// A RESP3 client for one primary of the cluster, at the address the cluster
+    /// announces, with the seeds' credentials and TLS settings.
+    pub fn shard_client(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
+        use redis::IntoConnectionInfo;
+        let Source::Cluster(seeds) = self else {
+            return Err(invalid("shard links need cluster seeds"));
+        };
+        let seed = seeds
+            .first()
+            .ok_or_else(|| invalid("no cluster seeds"))?
+            .as_str()
+            .into_connection_info()?;
+        let addr = match seed.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host: host.to_string(),
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host.to_string(), port),
+        };
+        let redis = seed
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        redis::Client::open(seed.set_addr(addr).set_redis_settings(redis))
+    }
 }
 
 fn invalid(reason: &'static str) -> RedisError {
