@@ -26,6 +26,7 @@ pub struct Plan {
     pub redis_url: String,
     pub redis_prefix: String,
     pub node_pids: Vec<u32>,
+    pub redis_pids: Vec<u32>,
     pub workers: usize,
     pub sources: Vec<IpAddr>,
     pub quiet: bool,
@@ -51,8 +52,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     // Settle, then read node memory with everybody connected and idle.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let usage_idle = sample_nodes(&plan).await;
+    let redis_idle = sample_redis(&plan);
     publish_phase(&plan, &mut workers, &mut rx, &mut progress, &mut outcome).await?;
     let usage_after = sample_nodes(&plan).await;
+    outcome.set_redis_usage(&plan.redis_pids, &redis_idle, &sample_redis(&plan));
     let results = stop_workers(workers, &mut rx).await?;
     merge(&mut outcome, sc.rooms(), &results)?;
     outcome.delivered_per_s = outcome.received_total as f64 / sc.duration_s.max(1) as f64;
@@ -312,6 +315,14 @@ async fn sample_nodes(plan: &Plan) -> Vec<Option<(u64, f64)>> {
         out.push(crate::procstat::read_metrics(&host).await);
     }
     out
+}
+
+/// CPU seconds of each local redis-server.
+fn sample_redis(plan: &Plan) -> Vec<Option<f64>> {
+    plan.redis_pids
+        .iter()
+        .map(|p| crate::procstat::read(*p).map(|(_, cpu)| cpu))
+        .collect()
 }
 
 /// Messages per room when `published` messages went round-robin over `rooms`.

@@ -57,7 +57,8 @@ struct RunArgs {
     /// roomcast_publish, kept in the channel's history) or ws (a client of the first node)
     #[arg(long, value_name = "redis|history|ws")]
     via: Option<String>,
-    /// Redis the publisher uses (backend path)
+    /// Redis the publisher uses (backend path); several comma-separated URLs are the seed
+    /// nodes of a Redis Cluster, published to with SPUBLISH (or FCALL), routed by slot
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     /// The nodes' `redis.prefix`
@@ -66,6 +67,9 @@ struct RunArgs {
     /// Pids of local node processes, comma-separated, for RSS and CPU from /proc
     #[arg(long, value_delimiter = ',')]
     node_pids: Vec<u32>,
+    /// Pids of local redis-server processes (one per shard), for their CPU from /proc
+    #[arg(long, value_delimiter = ',')]
+    redis_pids: Vec<u32>,
     /// Worker processes (default: one per 15,000 connections)
     #[arg(long)]
     workers: Option<usize>,
@@ -146,6 +150,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         redis_url: args.redis_url,
         redis_prefix: args.redis_prefix,
         node_pids: args.node_pids,
+        redis_pids: args.redis_pids,
         workers,
         sources,
         quiet: args.quiet,

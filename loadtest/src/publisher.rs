@@ -22,7 +22,7 @@ pub struct PublishStats {
 
 enum Sink {
     Redis {
-        conn: redis::aio::MultiplexedConnection,
+        conn: RedisConn,
         prefix: String,
         /// FCALL roomcast_publish (kept in history) rather than PUBLISH.
         history: bool,
@@ -31,6 +31,80 @@ enum Sink {
         write: tokio::net::tcp::OwnedWriteHalf,
         errors: Arc<AtomicU64>,
     },
+}
+
+/// One Redis, or a Redis Cluster (when `--redis-url` lists several seeds): there a
+/// message goes with SPUBLISH (or FCALL) to its channel's shard.
+enum RedisConn {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl RedisConn {
+    async fn open(url: &str) -> anyhow::Result<Self> {
+        if !url.contains(',') {
+            let client = redis::Client::open(url)?;
+            return Ok(Self::Single(
+                client.get_multiplexed_async_connection().await?,
+            ));
+        }
+        let seeds: Vec<&str> = url.split(',').collect();
+        let client = redis::cluster::ClusterClient::new(seeds)?;
+        Ok(Self::Cluster(client.get_async_connection().await?))
+    }
+
+    /// Sends a batch; returns how many of its messages failed. One pipeline on one Redis;
+    /// on a cluster, every command at once, each routed to its shard.
+    async fn send(&mut self, batch: &[(String, String)], history: bool) -> u64 {
+        let command = |channel: &str, body: &str, sharded: bool| {
+            let mut cmd = if history {
+                let mut c = redis::cmd("FCALL");
+                c.arg("roomcast_publish").arg(1);
+                c
+            } else {
+                redis::cmd(if sharded { "SPUBLISH" } else { "PUBLISH" })
+            };
+            cmd.arg(channel).arg(body);
+            cmd
+        };
+        match self {
+            Self::Single(conn) => {
+                let mut pipe = redis::pipe();
+                for (ch, body) in batch {
+                    pipe.add_command(command(ch, body, false)).ignore();
+                }
+                match pipe.query_async::<()>(conn).await {
+                    Ok(()) => 0,
+                    Err(_) => batch.len() as u64,
+                }
+            }
+            Self::Cluster(conn) => {
+                // One pipeline per channel: a channel's messages stay in order (one slot,
+                // one shard, one connection), and the channels' shards work in parallel.
+                let mut by_channel: std::collections::BTreeMap<&str, redis::Pipeline> =
+                    std::collections::BTreeMap::new();
+                for (ch, body) in batch {
+                    by_channel
+                        .entry(ch)
+                        .or_insert_with(redis::pipe)
+                        .add_command(command(ch, body, true))
+                        .ignore();
+                }
+                let sends = by_channel.into_values().map(|pipe| {
+                    let mut conn = conn.clone();
+                    async move {
+                        let n = pipe.len() as u64;
+                        match pipe.query_async::<()>(&mut conn).await {
+                            Ok(()) => 0,
+                            Err(_) => n,
+                        }
+                    }
+                });
+                let sent = futures_util::future::join_all(sends).await;
+                sent.into_iter().sum()
+            }
+        }
+    }
 }
 
 pub struct Publisher {
@@ -52,9 +126,7 @@ impl Publisher {
         let pad = "x".repeat(sc.payload_bytes.saturating_sub(50));
         let sink = match sc.publish_via {
             PublishVia::Redis | PublishVia::History => Sink::Redis {
-                conn: redis::Client::open(redis_url)?
-                    .get_multiplexed_async_connection()
-                    .await?,
+                conn: RedisConn::open(redis_url).await?,
                 prefix: prefix.to_string(),
                 history: sc.publish_via == PublishVia::History,
             },
@@ -116,20 +188,13 @@ impl Publisher {
                     prefix,
                     history,
                 } => {
-                    let mut pipe = redis::pipe();
-                    for (ch, data) in &batch {
-                        let cmd = if *history {
-                            pipe.cmd("FCALL").arg("roomcast_publish").arg(1)
-                        } else {
-                            pipe.cmd("PUBLISH")
-                        };
-                        cmd.arg(format!("{prefix}:{ch}"))
-                            .arg(format!(r#"{{"data":{data}}}"#))
-                            .ignore();
-                    }
-                    if pipe.query_async::<()>(conn).await.is_err() {
-                        errors += batch.len() as u64;
-                    }
+                    let bodies: Vec<(String, String)> = batch
+                        .iter()
+                        .map(|(ch, data)| {
+                            (format!("{prefix}:{ch}"), format!(r#"{{"data":{data}}}"#))
+                        })
+                        .collect();
+                    errors += conn.send(&bodies, *history).await;
                 }
                 Sink::Ws { write, .. } => {
                     let mut out = Vec::new();

@@ -107,6 +107,16 @@ pub struct Outcome {
     pub nodes: Vec<NodeUsage>,
     pub rss_bytes_per_connection: Option<f64>,
     pub node_cpu_seconds_publishing: Option<f64>,
+    /// Each local redis-server (one per shard of a cluster): CPU seconds while publishing.
+    pub redis: Vec<RedisUsage>,
+    /// All of them together, per published message.
+    pub redis_cpu_us_per_message: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct RedisUsage {
+    pub pid: u32,
+    pub cpu_seconds_publishing: Option<f64>,
 }
 
 impl Outcome {
@@ -151,6 +161,21 @@ impl Outcome {
                 count: s.len(),
             })
             .collect();
+    }
+
+    pub fn set_redis_usage(&mut self, pids: &[u32], idle: &[Option<f64>], after: &[Option<f64>]) {
+        self.redis = pids
+            .iter()
+            .zip(idle.iter().zip(after))
+            .map(|(pid, (i, a))| RedisUsage {
+                pid: *pid,
+                cpu_seconds_publishing: i.zip(*a).map(|(i, a)| a - i),
+            })
+            .collect();
+        let total: Option<f64> = self.redis.iter().map(|r| r.cpu_seconds_publishing).sum();
+        if self.published > 0 && !self.redis.is_empty() {
+            self.redis_cpu_us_per_message = total.map(|t| t * 1e6 / self.published as f64);
+        }
     }
 
     pub fn finish_memory(&mut self) {
@@ -240,6 +265,23 @@ impl Outcome {
         if let Some(c) = self.node_cpu_seconds_publishing {
             rows.push(("node cpu", format!("{c:.2} s while publishing")));
         }
+        if let Some(us) = self.redis_cpu_us_per_message {
+            let each: Vec<String> = self
+                .redis
+                .iter()
+                .map(|r| {
+                    r.cpu_seconds_publishing
+                        .map_or("?".into(), |c| format!("{c:.2}"))
+                })
+                .collect();
+            rows.push((
+                "redis cpu",
+                format!(
+                    "{us:.2} µs per published message (s per redis: {})",
+                    each.join(", ")
+                ),
+            ));
+        }
         if !self.close_codes.is_empty() {
             rows.push(("closes seen", format!("{:?}", self.close_codes)));
         }
@@ -315,6 +357,21 @@ impl Outcome {
             ("close codes seen", format!("{:?}", self.close_codes)),
         ] {
             md.push_str(&format!("| {k} | {v} |\n"));
+        }
+        for (i, r) in self.redis.iter().enumerate() {
+            let cpu = r
+                .cpu_seconds_publishing
+                .map_or("n/a".into(), |c| format!("{c:.2}"));
+            md.push_str(&format!(
+                "| redis cpu while publishing, server {} (pid {}) (s) | {cpu} |\n",
+                i + 1,
+                r.pid
+            ));
+        }
+        if let Some(us) = self.redis_cpu_us_per_message {
+            md.push_str(&format!(
+                "| redis cpu per published message (µs) | {us:.2} |\n"
+            ));
         }
         md.push_str("\nLatency is receive time minus the message's *scheduled* send time, on one clock.\n\n![latency](latency.svg)\n");
         if !self.connect_errors.is_empty() {

@@ -37,10 +37,11 @@ def compose_cmd():
 class Cluster:
     def __init__(self, port):
         self.port = port
+        self.project = PROJECT
         self.env = dict(os.environ, ROOMCAST_HTTP_PORT=str(port))
 
     def compose(self, *args, check=True, timeout=900):
-        run = subprocess.run([*compose_cmd(), "-p", PROJECT, *args], cwd=ROOT, env=self.env,
+        run = subprocess.run([*compose_cmd(), "-p", self.project, *args], cwd=ROOT, env=self.env,
                              capture_output=True, text=True, timeout=timeout)
         if check and run.returncode != 0:
             raise AssertionError(f"compose {' '.join(args)} failed:\n{run.stdout}\n{run.stderr}")

@@ -46,8 +46,23 @@ def test_compose_file():
     assert s["node"]["scale"] == 3
     assert s["node"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert s["lb"]["depends_on"]["node"]["condition"] == "service_healthy"
-    assert s["node"]["environment"]["ROOMCAST_BUS"] == "redis"
+    assert s["node"]["environment"]["ROOMCAST_BUS"] == "${ROOMCAST_BUS:-redis}"
     assert s["node"]["environment"]["ROOMCAST_LOG__FORMAT"] == "json"
+
+
+def test_redis_cluster_profile():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    s = compose["services"]
+    shards = [f"redis-c{i}" for i in range(1, 7)]
+    for name in shards + ["redis-cluster-init"]:
+        assert s[name]["profiles"] == ["redis-cluster"], name
+    assert "--cluster-enabled" in s["redis-c1"]["command"]
+    assert set(s["redis-cluster-init"]["depends_on"]) == set(shards)
+    assert "--cluster-replicas 1" in s["redis-cluster-init"]["command"][2]
+    env = dict(line.split("=", 1) for line in (ROOT / "deploy" / "redis-cluster.env").read_text().splitlines()
+               if line and not line.startswith("#"))
+    assert env["ROOMCAST_BUS"] == "redis-cluster"
+    assert all(seed.split("//")[1].split(":")[0] in s for seed in env["ROOMCAST_REDIS_URL"].split(","))
 
 
 def test_dockerfile():

@@ -59,3 +59,18 @@ def test_sse_and_long_poll_subscribers_are_measured_like_websocket(tmp_path):
         assert summary["expected"] == 300 * 40
         assert summary["lost"] == 0 and summary["duplicates"] == 0 and summary["out_of_order"] == 0, summary
         assert summary["latency_ms"]["samples"] == 300 * 40
+
+
+def test_against_a_three_shard_redis_cluster(tmp_path):
+    """`--redis cluster`: nodes on bus = "redis-cluster", the publisher SPUBLISH/FCALL by
+    slot, and each redis-server's CPU in the report."""
+    for via in ("redis", "history"):
+        summary, out = run_local(tmp_path / via, "rooms", "--connections", "400", "--nodes", "2",
+                                 "--duration", "3", "--rate", "200", "--redis", "cluster", "--via", via)
+        assert summary["connected"] == 400 and summary["connect_failures"] == 0
+        assert summary["published"] == 600 and summary["lost"] == 0, summary
+        assert summary["duplicates"] == 0 and summary["out_of_order"] == 0
+        assert len(summary["redis"]) == 3, summary["redis"]
+        assert all(r["cpu_seconds_publishing"] is not None for r in summary["redis"])
+        assert summary["redis_cpu_us_per_message"] > 0
+        assert "redis cpu per published message" in (out / "report.md").read_text()
