@@ -37,7 +37,56 @@ enum Sink {
 /// message goes with SPUBLISH (or FCALL) to its channel's shard.
 enum RedisConn {
     Single(redis::aio::MultiplexedConnection),
-    Cluster(redis::cluster_async::ClusterConnection),
+    Cluster {
+        conn: redis::cluster_async::ClusterConnection,
+        /// The slot map at the start (slots do not move during a load test): each
+        /// primary gets one pipeline per batch, as a careful backend would send.
+        slots: Vec<(u16, u16, String, u16)>,
+    },
+}
+
+/// A key's slot (no hash tags in load-test channel names).
+fn slot(key: &str) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(key.as_bytes()) % 16_384
+}
+
+/// `CLUSTER SLOTS` as (first, last, primary host, primary port).
+async fn slot_map(
+    conn: &mut redis::cluster_async::ClusterConnection,
+) -> anyhow::Result<Vec<(u16, u16, String, u16)>> {
+    let ranges: Vec<(u16, u16, (String, u16))> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async::<Vec<redis::Value>>(conn)
+        .await?
+        .into_iter()
+        .map(|range| {
+            let redis::Value::Array(items) = range else {
+                anyhow::bail!("CLUSTER SLOTS: a range is an array");
+            };
+            let [start, end, primary, ..] = items.as_slice() else {
+                anyhow::bail!("CLUSTER SLOTS: a range has a primary");
+            };
+            let redis::Value::Array(primary) = primary else {
+                anyhow::bail!("CLUSTER SLOTS: a primary is an array");
+            };
+            let (host, port) = match primary.as_slice() {
+                [host, port, ..] => (
+                    redis::from_redis_value(host.clone())?,
+                    redis::from_redis_value(port.clone())?,
+                ),
+                _ => anyhow::bail!("CLUSTER SLOTS: a primary has a host and a port"),
+            };
+            Ok((
+                redis::from_redis_value(start.clone())?,
+                redis::from_redis_value(end.clone())?,
+                (host, port),
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(ranges
+        .into_iter()
+        .map(|(s, e, (h, p))| (s, e, h, p))
+        .collect())
 }
 
 impl RedisConn {
@@ -50,7 +99,9 @@ impl RedisConn {
         }
         let seeds: Vec<&str> = url.split(',').collect();
         let client = redis::cluster::ClusterClient::new(seeds)?;
-        Ok(Self::Cluster(client.get_async_connection().await?))
+        let mut conn = client.get_async_connection().await?;
+        let slots = slot_map(&mut conn).await?;
+        Ok(Self::Cluster { conn, slots })
     }
 
     /// Sends a batch; returns how many of its messages failed. One pipeline on one Redis;
@@ -78,25 +129,42 @@ impl RedisConn {
                     Err(_) => batch.len() as u64,
                 }
             }
-            Self::Cluster(conn) => {
-                // One pipeline per channel: a channel's messages stay in order (one slot,
-                // one shard, one connection), and the channels' shards work in parallel.
-                let mut by_channel: std::collections::BTreeMap<&str, redis::Pipeline> =
-                    std::collections::BTreeMap::new();
+            Self::Cluster { conn, slots } => {
+                // One pipeline per primary, in batch order: a channel's messages stay in
+                // order, and the shards work in parallel.
+                let mut by_primary: Vec<(usize, redis::Pipeline)> = Vec::new();
                 for (ch, body) in batch {
-                    by_channel
-                        .entry(ch)
-                        .or_insert_with(redis::pipe)
-                        .add_command(command(ch, body, true))
-                        .ignore();
+                    let s = slot(ch);
+                    let owner = slots
+                        .iter()
+                        .position(|(first, last, ..)| (*first..=*last).contains(&s))
+                        .unwrap_or(0);
+                    let at = match by_primary.iter().position(|(o, _)| *o == owner) {
+                        Some(at) => at,
+                        None => {
+                            by_primary.push((owner, redis::pipe()));
+                            by_primary.len() - 1
+                        }
+                    };
+                    by_primary[at].1.add_command(command(ch, body, true));
                 }
-                let sends = by_channel.into_values().map(|pipe| {
+                let sends = by_primary.into_iter().map(|(owner, pipe)| {
                     let mut conn = conn.clone();
+                    let route = slots.get(owner).map(|(_, _, host, port)| {
+                        redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port: *port,
+                        }
+                    });
                     async move {
-                        let n = pipe.len() as u64;
-                        match pipe.query_async::<()>(&mut conn).await {
-                            Ok(()) => 0,
-                            Err(_) => n,
+                        let n = pipe.len();
+                        let Some(route) = route else { return n as u64 };
+                        match conn.route_pipeline(pipe, 0, n, route).await {
+                            Ok(replies) => replies
+                                .iter()
+                                .filter(|r| matches!(r, redis::Value::ServerError(_)))
+                                .count() as u64,
+                            Err(_) => n as u64,
                         }
                     }
                 });
