@@ -18,6 +18,8 @@ run() { # name scenario args...
   loadtest/run-local.sh "$@" --out "$dir/$name" --quiet | grep -vE '^ +report' || echo "   (run failed)"
 }
 
+run idle-5k-1node        storm  --connections 5000  --nodes 1
+run burst-5k-1node       burst  --connections 5000  --nodes 1
 run idle-19k-1node       storm  --connections 19000 --nodes 1
 run idle-55k-3nodes      storm  --connections 55000 --nodes 3
 run fanout-1k            fanout --connections 1000  --nodes 1 --rate 10 --duration "$D"

@@ -59,12 +59,20 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     let results = stop_workers(workers, &mut rx).await?;
     merge(&mut outcome, sc.rooms(), &results)?;
     outcome.delivered_per_s = outcome.received_total as f64 / sc.duration_s.max(1) as f64;
+    // The clients are gone with their workers: how much of their memory does a node keep?
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let usage_left = sample_nodes(&plan).await;
     let sampled = usage_before.len();
     outcome.nodes = (0..sampled)
         .map(|i| {
             let pid = plan.node_pids.get(i).copied().unwrap_or(0);
-            let (before, idle, after) = (usage_before[i], usage_idle[i], usage_after[i]);
-            NodeUsage::from_samples(pid, before, idle, after, sc.connections, sampled)
+            let samples = [
+                usage_before[i],
+                usage_idle[i],
+                usage_after[i],
+                usage_left[i],
+            ];
+            NodeUsage::from_samples(pid, samples, sc.connections, sampled)
         })
         .collect();
     outcome.finish_memory();
@@ -94,7 +102,7 @@ fn start_workers(plan: &Plan) -> anyhow::Result<(Vec<Worker>, Reports)> {
             sources: plan.sources.clone(),
             churn_per_s: sc.churn_per_s,
             resume: sc.resume,
-            connect_concurrency: 512,
+            connect_concurrency: sc.connect_concurrency,
             transport: sc.transport,
         };
         let mut child = Command::new(&exe)

@@ -39,27 +39,33 @@ pub struct NodeUsage {
     /// CPU seconds the node used while messages were published.
     pub cpu_seconds_publishing: Option<f64>,
     pub rss_bytes_per_connection: Option<f64>,
+    /// RSS 2 s after every client left.
+    pub rss_bytes_after_leave: Option<u64>,
+    /// What the node kept of each connection's memory once the clients left.
+    pub rss_bytes_retained_per_connection: Option<f64>,
 }
 
+/// (RSS bytes, CPU seconds) of a node: before the clients connect, connected and idle,
+/// after publishing, and after the clients left.
+pub type Samples = [Option<(u64, f64)>; 4];
+
 impl NodeUsage {
-    pub fn from_samples(
-        pid: u32,
-        before: Option<(u64, f64)>,
-        idle: Option<(u64, f64)>,
-        after: Option<(u64, f64)>,
-        connections: usize,
-        nodes: usize,
-    ) -> Self {
-        let per_node = connections as f64 / nodes.max(1) as f64;
+    pub fn from_samples(pid: u32, samples: Samples, connections: usize, nodes: usize) -> Self {
+        let [before, idle, after, left] = samples;
+        let per_node = (connections as f64 / nodes.max(1) as f64).max(1.0);
+        let growth = |from: Option<(u64, f64)>, to: Option<(u64, f64)>| {
+            from.zip(to)
+                .map(|(f, t)| (t.0 as f64 - f.0 as f64) / per_node)
+        };
         Self {
             pid,
             rss_bytes_before: before.map(|b| b.0),
             rss_bytes_connected: idle.map(|i| i.0),
             rss_bytes_after: after.map(|a| a.0),
             cpu_seconds_publishing: idle.zip(after).map(|(i, a)| a.1 - i.1),
-            rss_bytes_per_connection: before
-                .zip(idle)
-                .map(|(b, i)| (i.0 as f64 - b.0 as f64) / per_node.max(1.0)),
+            rss_bytes_per_connection: growth(before, idle),
+            rss_bytes_after_leave: left.map(|l| l.0),
+            rss_bytes_retained_per_connection: growth(before, left),
         }
     }
 }
@@ -106,7 +112,11 @@ pub struct Outcome {
     pub churn_failures: u64,
     pub nodes: Vec<NodeUsage>,
     pub rss_bytes_per_connection: Option<f64>,
+    /// Per node on average, what its RSS kept per connection after the clients left.
+    pub rss_bytes_retained_per_connection: Option<f64>,
     pub node_cpu_seconds_publishing: Option<f64>,
+    /// Node CPU (all nodes) per message delivered to a client, while publishing.
+    pub node_cpu_us_per_delivery: Option<f64>,
     /// Each local redis-server (one per shard of a cluster): CPU seconds while publishing.
     pub redis: Vec<RedisUsage>,
     /// All of them together, per published message.
@@ -193,7 +203,20 @@ impl Outcome {
             .filter_map(|n| n.cpu_seconds_publishing)
             .collect();
         if !cpu.is_empty() {
-            self.node_cpu_seconds_publishing = Some(cpu.iter().sum());
+            let total: f64 = cpu.iter().sum();
+            self.node_cpu_seconds_publishing = Some(total);
+            if self.received_total > 0 {
+                self.node_cpu_us_per_delivery = Some(total * 1e6 / self.received_total as f64);
+            }
+        }
+        let kept: Vec<f64> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.rss_bytes_retained_per_connection)
+            .collect();
+        if !kept.is_empty() {
+            self.rss_bytes_retained_per_connection =
+                Some(kept.iter().sum::<f64>() / kept.len() as f64);
         }
     }
 
@@ -262,8 +285,17 @@ impl Outcome {
         if let Some(b) = self.rss_bytes_per_connection {
             rows.push(("node memory", format!("{:.0} bytes RSS per connection", b)));
         }
+        if let Some(b) = self.rss_bytes_retained_per_connection {
+            rows.push((
+                "node kept",
+                format!("{b:.0} bytes RSS per connection after they left"),
+            ));
+        }
         if let Some(c) = self.node_cpu_seconds_publishing {
-            rows.push(("node cpu", format!("{c:.2} s while publishing")));
+            let per = self.node_cpu_us_per_delivery.map_or(String::new(), |us| {
+                format!(", {us:.2} µs per delivered message")
+            });
+            rows.push(("node cpu", format!("{c:.2} s while publishing{per}")));
         }
         if let Some(us) = self.redis_cpu_us_per_message {
             let each: Vec<String> = self
@@ -350,9 +382,19 @@ impl Outcome {
                     .map_or("n/a".into(), |b| format!("{b:.0}")),
             ),
             (
+                "node RSS kept per connection after the clients left (bytes)",
+                self.rss_bytes_retained_per_connection
+                    .map_or("n/a".into(), |b| format!("{b:.0}")),
+            ),
+            (
                 "node CPU while publishing (s)",
                 self.node_cpu_seconds_publishing
                     .map_or("n/a".into(), |c| format!("{c:.2}")),
+            ),
+            (
+                "node CPU per delivered message (µs)",
+                self.node_cpu_us_per_delivery
+                    .map_or("n/a".into(), |us| format!("{us:.2}")),
             ),
             ("close codes seen", format!("{:?}", self.close_codes)),
         ] {

@@ -35,10 +35,18 @@ pub struct Scenario {
     /// The subscribers' door: `ws`, `sse` or `poll`.
     #[serde(default)]
     pub transport: crate::client::Transport,
+    /// Handshakes each worker keeps in flight while connecting: 512 connects in small
+    /// steps; the connection count makes every client connect at once (a burst).
+    #[serde(default = "default_connect_concurrency")]
+    pub connect_concurrency: usize,
 }
 
 fn default_payload() -> usize {
     100
+}
+
+fn default_connect_concurrency() -> usize {
+    512
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

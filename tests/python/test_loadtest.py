@@ -74,3 +74,17 @@ def test_against_a_three_shard_redis_cluster(tmp_path):
         assert all(r["cpu_seconds_publishing"] is not None for r in summary["redis"])
         assert summary["redis_cpu_us_per_message"] > 0
         assert "redis cpu per published message" in (out / "report.md").read_text()
+
+
+def test_a_burst_reports_memory_during_and_after(tmp_path):
+    """Every client connects at once; the report gives the node's RSS per connection while
+    they are connected and what it kept after they left, and CPU per delivery elsewhere."""
+    summary, out = run_local(tmp_path, "burst", "--connections", "300", "--nodes", "1")
+    assert summary["connected"] == 300 and summary["connect_failures"] == 0
+    assert summary["rss_bytes_per_connection"] is not None
+    assert summary["rss_bytes_retained_per_connection"] is not None
+    assert summary["nodes"][0]["rss_bytes_after_leave"] > 0
+    assert "kept per connection after the clients left" in (out / "report.md").read_text()
+    summary, _ = run_local(tmp_path / "fanout", "fanout", "--connections", "200", "--nodes", "1",
+                           "--duration", "2", "--rate", "10")
+    assert summary["node_cpu_us_per_delivery"] > 0
