@@ -11,8 +11,10 @@ use tokio_rustls::server::TlsStream;
 
 pub type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
 
-/// Room added at a time for incoming bytes, whatever length a frame header claims.
-pub const READ_CHUNK: usize = 4096;
+/// Room added at a time for incoming bytes, whatever length a frame header claims. Small:
+/// client messages are mostly tens of bytes, and thousands of connections reading at once
+/// (a connection burst) each hold one; a large frame still grows its buffer geometrically.
+pub const READ_CHUNK: usize = 512;
 
 /// Where a connection's bytes come from.
 pub enum ReadSide {
