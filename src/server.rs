@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use subtle::ConstantTimeEq;
 
 use crate::node::Node;
+use crate::transport::head::{self, First};
 use crate::transport::http::{Reply, full, text};
+use crate::transport::socket::{IntoSocket, Prefixed};
 use crate::transport::upgrade;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
@@ -74,20 +76,33 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
     tracing::info!("drained");
 }
 
-/// Serves one accepted connection: over TLS when the node has it (the handshake bounded
-/// by the same timeout as the request head), else plain.
+/// Serves one accepted connection: over TLS when the node has it, else plain. This task
+/// runs the connection, so what its future holds every connection keeps: the TLS branch
+/// (a TLS stream is kilobytes inline) and hyper's are boxed.
 async fn serve_stream(
     stream: TcpStream,
     peer: SocketAddr,
     node: Arc<Node>,
     closing: CancellationToken,
 ) {
-    let Some(tls) = node.tls.clone() else {
-        return serve_http(stream, peer, node, closing).await;
-    };
+    match node.tls.clone() {
+        None => serve_first(stream, peer, node, closing).await,
+        Some(tls) => Box::pin(serve_tls(stream, tls, peer, node, closing)).await,
+    }
+}
+
+/// The TLS handshake, bounded by the same timeout as the request head, then the first
+/// request.
+async fn serve_tls(
+    stream: TcpStream,
+    tls: Arc<crate::tls::Tls>,
+    peer: SocketAddr,
+    node: Arc<Node>,
+    closing: CancellationToken,
+) {
     let timeout = Duration::from_millis(node.settings.limits.handshake_timeout_ms);
     match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => serve_http(stream, peer, node, closing).await,
+        Ok(Ok(stream)) => serve_first(stream, peer, node, closing).await,
         Ok(Err(error)) => {
             node.metrics.tls_failures.inc();
             tracing::debug!(%error, %peer, "TLS handshake failed");
@@ -97,6 +112,47 @@ async fn serve_stream(
             tracing::debug!(%peer, "TLS handshake timed out");
         }
     }
+}
+
+/// Reads the connection's first request head: an upgrade to a WebSocket endpoint is
+/// answered and served here, anything else goes to hyper.
+async fn serve_first<S: IntoSocket>(
+    mut stream: S,
+    peer: SocketAddr,
+    node: Arc<Node>,
+    closing: CancellationToken,
+) {
+    let limits = &node.settings.limits;
+    let timeout = Duration::from_millis(limits.handshake_timeout_ms);
+    let first = tokio::select! {
+        r = tokio::time::timeout(timeout, head::read_first(&mut stream, limits.max_header_bytes)) => r,
+        () = closing.cancelled() => return,
+    };
+    let bytes = match first {
+        Err(_) => {
+            node.metrics.handshake_timeouts.inc();
+            return tracing::debug!(%peer, "request head timed out");
+        }
+        Ok(Err(error)) => return tracing::debug!(%error, %peer, "request head not read"),
+        Ok(Ok(First::Head {
+            request,
+            bytes,
+            len,
+        })) if upgrade::is_endpoint(&request, &node) => {
+            // A copy of what followed the head, so the head's buffer goes now.
+            let early = Bytes::copy_from_slice(&bytes[len..]);
+            drop(bytes);
+            return upgrade::serve(stream, request, early, node, peer).await;
+        }
+        Ok(Ok(First::Head { bytes, .. } | First::Other(bytes))) => bytes,
+    };
+    Box::pin(serve_http(
+        Prefixed::new(bytes, stream),
+        peer,
+        node,
+        closing,
+    ))
+    .await;
 }
 
 async fn serve_http<S>(stream: S, peer: SocketAddr, node: Arc<Node>, closing: CancellationToken)
@@ -153,8 +209,8 @@ async fn route(
     let reply = match req.uri().path() {
         "/sse" => crate::transport::sse::serve(req, node, peer).await,
         "/poll" => crate::transport::poll::serve(req, node, peer).await,
-        "/ws" => upgrade::client(req, node, peer),
-        "/echo" if node.settings.echo => upgrade::echo(req, node, peer),
+        "/ws" => upgrade::through_hyper(req, node, peer),
+        "/echo" if node.settings.echo => upgrade::through_hyper(req, node, peer),
         "/" | "/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
         "/roomcast.js" => asset("text/javascript; charset=utf-8", ROOMCAST_JS),
         "/healthz" => text(StatusCode::OK, "ok\n"),

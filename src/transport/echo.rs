@@ -7,26 +7,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::upgrade::Upgraded;
 use tokio::io::AsyncWriteExt;
 
 use super::frame::{self, close_frame, pong_frame};
 use super::message::{Message, MessageReader};
 use super::reader::FrameReader;
-use super::socket::{BoxWrite, split};
+use super::socket::{BoxWrite, Socket};
 use crate::node::Node;
 use crate::protocol::CloseCode;
 
 /// How long a close frame may take to write before the socket is dropped without it.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub async fn serve(node: Arc<Node>, upgraded: Upgraded) {
-    let Some((read, early, mut write)) = split(upgraded) else {
-        tracing::error!("upgraded echo connection is not a TCP stream");
-        return;
-    };
+pub async fn serve(node: Arc<Node>, socket: Socket, early: Bytes) {
+    let (read, mut write) = socket.split();
     let max = node.settings.limits.max_message_size;
-    let mut reader = MessageReader::new(FrameReader::new(read, &early, max), max);
+    let mut reader = MessageReader::new(FrameReader::new(read, early, max), max);
     let idle = node.settings.idle_timeout();
     loop {
         // The reader is cancel-safe, so dropping `next` on shutdown or timeout loses nothing.

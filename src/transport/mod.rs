@@ -7,6 +7,7 @@ pub mod api;
 pub mod cursor;
 pub mod echo;
 pub mod frame;
+pub mod head;
 pub mod http;
 pub mod message;
 pub mod poll;

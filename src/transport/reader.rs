@@ -70,12 +70,12 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    /// `early` holds bytes that arrived with the handshake. They are copied: hyper's slice
-    /// may pin its whole read buffer for the connection's life.
-    pub fn new(stream: ReadSide, early: &[u8], max_payload: usize) -> Self {
+    /// `early` holds bytes that arrived with the handshake. Taken, copied and let go: the
+    /// slice may pin the whole buffer the handshake was read into, for the connection's life.
+    pub fn new(stream: ReadSide, early: Bytes, max_payload: usize) -> Self {
         Self {
             stream,
-            buf: BytesMut::from(early),
+            buf: BytesMut::from(&early[..]),
             max_payload,
         }
     }
@@ -295,7 +295,7 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let (read, _write) = server.into_split();
-        let mut reader = FrameReader::new(ReadSide::Tcp(read), b"", 16 << 20);
+        let mut reader = FrameReader::new(ReadSide::Tcp(read), Bytes::new(), 16 << 20);
         let mut claim = vec![0x82, 0x80 | 127];
         claim.extend_from_slice(&(15u64 << 20).to_be_bytes());
         claim.extend_from_slice(&[1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);

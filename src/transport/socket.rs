@@ -1,10 +1,13 @@
 //! A client connection's socket once the handshake is done: plain TCP or TLS, split into a
 //! read side the frame reader waits on and a write side the writer task owns.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::{Bytes, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWrite, ReadHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf, ReadHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio_rustls::server::TlsStream;
@@ -46,17 +49,129 @@ impl ReadSide {
     }
 }
 
-/// Takes the stream back from hyper: the bytes that arrived with the handshake, the read
-/// side and the write side. `None` for a stream this crate never hands hyper.
-pub fn split(upgraded: Upgraded) -> Option<(ReadSide, Bytes, BoxWrite)> {
-    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let (read, write) = parts.io.into_inner().into_split();
-            return Some((ReadSide::Tcp(read), parts.read_buf, Box::new(write)));
+/// A client connection's stream once the handshake is done.
+pub enum Socket {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// The streams the server accepts, each able to become a [`Socket`].
+pub trait IntoSocket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn into_socket(self) -> Socket;
+}
+
+impl IntoSocket for TcpStream {
+    fn into_socket(self) -> Socket {
+        Socket::Tcp(self)
+    }
+}
+
+impl IntoSocket for TlsStream<TcpStream> {
+    fn into_socket(self) -> Socket {
+        Socket::Tls(Box::new(self))
+    }
+}
+
+impl Socket {
+    /// The read side the frame reader waits on and the write side the writer owns.
+    pub fn split(self) -> (ReadSide, BoxWrite) {
+        match self {
+            Socket::Tcp(stream) => {
+                let (read, write) = stream.into_split();
+                (ReadSide::Tcp(read), Box::new(write))
+            }
+            Socket::Tls(stream) => {
+                let (read, write) = tokio::io::split(*stream);
+                (ReadSide::Tls(read), Box::new(write))
+            }
         }
-        Err(upgraded) => upgraded,
-    };
-    let parts = upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>().ok()?;
-    let (read, write) = tokio::io::split(parts.io.into_inner());
-    Some((ReadSide::Tls(read), parts.read_buf, Box::new(write)))
+    }
+
+    /// Takes the stream back from hyper after an upgrade it served (a WebSocket asked for
+    /// on a connection that carried other requests first), with the bytes that arrived
+    /// after the handshake. `None` for a stream this crate never hands hyper.
+    pub fn from_upgraded(upgraded: Upgraded) -> Option<(Socket, Bytes)> {
+        let upgraded = match upgraded.downcast::<TokioIo<Prefixed<TcpStream>>>() {
+            Ok(parts) => {
+                let (early, stream) = parts.io.into_inner().into_parts(parts.read_buf);
+                return Some((Socket::Tcp(stream), early));
+            }
+            Err(upgraded) => upgraded,
+        };
+        let parts = upgraded
+            .downcast::<TokioIo<Prefixed<TlsStream<TcpStream>>>>()
+            .ok()?;
+        let (early, stream) = parts.io.into_inner().into_parts(parts.read_buf);
+        Some((Socket::Tls(Box::new(stream)), early))
+    }
+}
+
+/// A stream with bytes already read from it put back in front: what hyper reads when the
+/// node looked at a connection's first request head itself and left the request to hyper.
+/// By hand because the only such type in reach (hyper-util's `Rewind`) is private, and
+/// `AsyncReadExt::chain` gives up the write side.
+pub struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub fn new(prefix: Bytes, inner: S) -> Self {
+        Self { prefix, inner }
+    }
+
+    /// The bytes not read yet, those in `more` after them, and the stream.
+    fn into_parts(self, more: Bytes) -> (Bytes, S) {
+        let early = match (self.prefix.is_empty(), more.is_empty()) {
+            (true, _) => more,
+            (false, true) => self.prefix,
+            (false, false) => [self.prefix, more].concat().into(),
+        };
+        (early, self.inner)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

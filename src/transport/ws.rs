@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::upgrade::Upgraded;
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
 use super::frame::{close_frame, ping_frame, pong_frame};
 use super::message::{Message, MessageReader};
 use super::reader::{FrameReader, ReadError};
-use super::socket::{BoxWrite, split};
+use super::socket::{BoxWrite, Socket};
 use crate::conn::{Batch, Conn, Outgoing};
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -24,13 +24,16 @@ use crate::wire::WireFormat;
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs a client connection until it ends. The caller has completed the handshake.
-pub async fn serve(node: Arc<Node>, upgraded: Upgraded, wire: WireFormat, info: Box<ConnInfo>) {
+/// `early` holds the bytes that came after the handshake.
+pub async fn serve(
+    node: Arc<Node>,
+    socket: Socket,
+    early: Bytes,
+    wire: WireFormat,
+    info: Box<ConnInfo>,
+) {
     let peer = info.peer;
-    let Some((read, early, mut write)) = split(upgraded) else {
-        // The server in this crate only ever hands over TCP and TLS streams.
-        tracing::error!(%peer, "upgraded connection is neither TCP nor TLS");
-        return;
-    };
+    let (read, mut write) = socket.split();
     let limits = &node.settings.limits;
     let conn = Arc::new(Conn::new(
         wire,
@@ -46,7 +49,8 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, wire: WireFormat, info: 
         let code = CloseCode::TryAgainLater;
         node.metrics.closed(code);
         let frame = close_frame(code.code(), code.reason());
-        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write.write_all(&frame)).await;
+        let refusal = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write.write_all(&frame));
+        let _ = Box::pin(refusal).await;
         return;
     }
     tracing::debug!(parent: &span, "connected");
@@ -61,12 +65,14 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, wire: WireFormat, info: 
     );
     let mut session = Session::new(Arc::clone(&node), Arc::clone(&conn), info);
     session.start();
-    let frames = FrameReader::new(read, &early, limits.max_message_size);
+    let frames = FrameReader::new(read, early, limits.max_message_size);
     let mut reader = MessageReader::new(frames, limits.max_message_size);
     read_loop(&node, &conn, &mut session, &mut reader)
         .instrument(span.clone())
         .await;
-    session.end().await;
+    // Boxed, like every step after the connection's life: this future's size is what
+    // each connection keeps while it lives.
+    Box::pin(session.end()).await;
     let _ = writer.await;
     let bad_input = [
         CloseCode::ProtocolError,
@@ -77,7 +83,7 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, wire: WireFormat, info: 
         .close_code()
         .is_some_and(|code| bad_input.contains(&code))
     {
-        reader.linger().await;
+        Box::pin(reader.linger()).await;
     }
     node.deregister(conn.id);
     if let Some(code) = conn.close_code() {

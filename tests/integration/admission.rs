@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 
-use crate::support::{Client, TestNode, eventually};
+use crate::support::{Client, RawClient, TestNode, eventually};
 
 fn status(error: tungstenite::Error) -> u16 {
     match error {
@@ -142,6 +142,40 @@ async fn an_oversized_request_head_is_refused_431() {
     let metrics = std::sync::Arc::clone(&node.node.metrics);
     eventually(move || metrics.oversized_heads.get() == 1).await;
     node.json().await;
+    node.stop().await;
+}
+
+/// The node answers a connection's first request itself when it is an upgrade; an upgrade
+/// after other requests on a kept-alive connection goes through hyper. Both serve frames
+/// the client sent with the handshake, before any answer.
+#[tokio::test]
+async fn upgrades_first_or_after_other_requests_both_serve_frames_sent_with_them() {
+    let node = TestNode::start().await;
+    let subscribe = |id: u32| {
+        let cmd = json!({"id": id, "op": "subscribe", "channel": format!("c{id}")});
+        RawClient::frame(0x81, cmd.to_string().as_bytes())
+    };
+    let first = TcpStream::connect(node.addr).await.unwrap();
+    let mut kept = TcpStream::connect(node.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"ok\n") {
+        let mut b = [0u8; 1];
+        kept.read_exact(&mut b).await.unwrap();
+        answer.push(b[0]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    for (id, stream) in [(1, first), (2, kept)] {
+        let mut raw = RawClient::upgrade(stream, "/ws", &subscribe(id)).await;
+        let (_, welcome) = raw.read_frame().await.expect("welcome");
+        assert!(String::from_utf8_lossy(&welcome).contains("welcome"));
+        let (_, reply) = raw.read_frame().await.expect("reply");
+        let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(reply["id"], id, "{reply}");
+        assert!(reply.get("error").is_none(), "{reply}");
+    }
     node.stop().await;
 }
 

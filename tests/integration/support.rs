@@ -267,12 +267,21 @@ impl RawClient {
     }
 
     async fn handshake(addr: SocketAddr, path: &str) -> Self {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let req = format!(
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Self::upgrade(stream, path, &[]).await
+    }
+
+    /// Upgrades `stream` to a WebSocket on `path`, sending `early` (whole client frames)
+    /// in the same write as the request, before any answer.
+    pub async fn upgrade(mut stream: TcpStream, path: &str, early: &[u8]) -> Self {
+        let addr = stream.peer_addr().unwrap();
+        let mut req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(req.as_bytes()).await.unwrap();
+        )
+        .into_bytes();
+        req.extend_from_slice(early);
+        stream.write_all(&req).await.unwrap();
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let mut b = [0u8; 1];
@@ -289,6 +298,12 @@ impl RawClient {
 
     /// Sends one client frame (masked, as RFC 6455 requires of clients).
     pub async fn send_frame(&mut self, first_byte: u8, payload: &[u8]) {
+        let out = Self::frame(first_byte, payload);
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    /// One client frame's bytes (masked).
+    pub fn frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
         let mut out = vec![first_byte];
         let mask = [1u8, 2, 3, 4];
         match payload.len() {
@@ -304,7 +319,7 @@ impl RawClient {
         }
         out.extend_from_slice(&mask);
         out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.stream.write_all(&out).await.unwrap();
+        out
     }
 
     /// Reads one server frame: (opcode, payload); `None` at end of stream.
