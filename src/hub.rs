@@ -267,7 +267,7 @@ mod tests {
         assert!(slow.is_cancelled());
         let frames = |batch| match batch {
             Batch::Frames(f) => f,
-            Batch::Close(_) => panic!("expected frames"),
+            Batch::Close(_) | Batch::Ended => panic!("expected frames"),
         };
         let fa = frames(a.next_batch().await);
         let fb = frames(b.next_batch().await);

@@ -235,6 +235,7 @@ impl Writer {
                     self.conn.cancel();
                     Some(close_event(code))
                 }
+                Batch::Ended => None,
             },
             _ = self.ping.tick() => Some(Bytes::from_static(b": ping\n\n")),
         }

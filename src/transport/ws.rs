@@ -3,6 +3,7 @@
 //! client's socket.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -169,14 +170,6 @@ async fn write_loop(
     loop {
         let batch = tokio::select! {
             biased;
-            () = conn.cancelled() => {
-                // Aborted (e.g. slow consumer): the socket may be stuck, so only try briefly.
-                if let Some(code) = conn.close_code() {
-                    let frame = close_frame(code.code(), code.reason());
-                    let _ = tokio::time::timeout(Duration::from_millis(100), write.write_all(&frame)).await;
-                }
-                break;
-            }
             batch = conn.next_batch() => batch,
             _ = ping.tick() => {
                 let _ = conn.push(ping_frame());
@@ -184,11 +177,19 @@ async fn write_loop(
             }
         };
         match batch {
+            Batch::Ended => {
+                // Aborted (e.g. slow consumer): the socket may be stuck, so only try briefly.
+                if let Some(code) = conn.close_code() {
+                    let frame = close_frame(code.code(), code.reason());
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(100), write.write_all(&frame))
+                            .await;
+                }
+                break;
+            }
             Batch::Frames(frames) => {
-                let result = tokio::select! {
-                    biased;
-                    () = conn.cancelled() => break,
-                    r = write_frames(&mut write, &frames) => r,
+                let Some(result) = write_unless_ended(&conn, &mut write, &frames).await else {
+                    break;
                 };
                 if let Err(error) = result {
                     tracing::debug!(%error, "write failed");
@@ -209,6 +210,26 @@ async fn write_loop(
     }
     // Tell the reader: nothing more will be written, so the connection is over.
     conn.cancel();
+}
+
+/// Writes the frames, unless the connection must end before the socket takes them: most
+/// writes complete at once, so only one the socket makes wait watches for that.
+async fn write_unless_ended(
+    conn: &Conn,
+    write: &mut BoxWrite,
+    frames: &[Outgoing],
+) -> Option<std::io::Result<()>> {
+    let write = write_frames(write, frames);
+    tokio::pin!(write);
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    if let Poll::Ready(result) = first {
+        return Some(result);
+    }
+    tokio::select! {
+        biased;
+        () = conn.cancelled() => None,
+        result = write => Some(result),
+    }
 }
 
 /// Writes every ready frame with one `write` call where the kernel takes it all: on
