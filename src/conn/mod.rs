@@ -274,24 +274,21 @@ impl Conn {
     /// ends. The writer still tries a close frame, briefly. Dropped frames are counted
     /// under the reason of the close.
     pub fn abort(&self, code: CloseCode) {
-        let mut q = self.state.lock();
-        if q.close.is_none() {
-            q.close = Some(code);
-        }
-        let queued = q.frames.len();
-        let dropped = queued + q.held.take().map_or(0, |h| h.frames.len());
-        q.frames.clear();
-        q.bytes = 0;
-        q.ended = true;
-        let writer = q.writer.take();
-        drop(q);
+        let (mut queued, mut dropped) = (0, 0);
+        self.update(|q| {
+            q.close.get_or_insert(code);
+            queued = q.frames.len();
+            dropped = queued + q.held.take().map_or(0, |h| h.frames.len());
+            q.frames.clear();
+            q.bytes = 0;
+            q.ended = true;
+        });
         self.metrics.queued_frames.add(-(queued as i64));
         let reason = match code {
             CloseCode::SlowConsumer => DropReason::SlowConsumer,
             _ => DropReason::Closing,
         };
         self.metrics.dropped(reason, dropped as u64);
-        wake(writer);
         self.cancel.cancel();
     }
 
