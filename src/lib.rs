@@ -1,7 +1,7 @@
 //! roomcast: a multi-node WebSocket pub/sub broker.
 //!
 //! Data flow: `server` (HTTP routes) → `transport` (upgrade → `session::ConnInfo`;
-//! frames ↔ messages; a reader and a writer task per connection) → `session` (protocol
+//! frames ↔ messages; a reader and a writer in one task per connection) → `session` (protocol
 //! state, one file per command) → `node` (the core: policy, first/last subscriber ↔ bus,
 //! what bus events mean for clients) → `bus` (between nodes; reports back to the node
 //! through `bus::BusEvents`) → `hub` (local fan-out, encoded once per `wire` format) →

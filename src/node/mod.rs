@@ -34,6 +34,7 @@ use crate::conn::{Conn, ConnId};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::settings::{BusKind, Settings};
+use crate::wire::WireFormat;
 
 const CHANNEL_LOCKS: usize = 256;
 
@@ -250,6 +251,17 @@ impl Node {
             self.bus_stop.clone(),
             move || auth.reload().map_err(Into::into),
         ));
+    }
+
+    /// A new client connection speaking `wire`, with the outbox bounds of the settings.
+    pub fn new_conn(&self, wire: WireFormat) -> Arc<Conn> {
+        let limits = &self.settings.limits;
+        Arc::new(Conn::new(
+            wire,
+            limits.outbox_max_bytes,
+            limits.outbox_max_frames,
+            Arc::clone(&self.metrics),
+        ))
     }
 
     /// Registers a connection, unless the node is full or draining.

@@ -233,7 +233,7 @@ impl Session {
     }
 
     /// Leaves every channel; called once when the connection ends, however it ends.
-    pub async fn end(mut self) {
+    pub async fn end(&mut self) {
         for channel in std::mem::take(&mut self.subscriptions) {
             self.leave(&channel).await;
         }

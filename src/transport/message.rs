@@ -2,6 +2,8 @@
 //! the total size of a fragmented message, fragmentation rules, UTF-8 of text messages.
 //! Cancel-safe: a message being assembled lives here, not in a future.
 
+use std::task::{Context, Poll, ready};
+
 use bytes::{Bytes, BytesMut};
 
 use super::reader::{Frame, FrameReader, OpCode, ReadError};
@@ -40,10 +42,15 @@ impl MessageReader {
     /// The next message. Control frames may arrive between the fragments of a message
     /// and are handed out at once.
     pub async fn next(&mut self) -> Result<Message, ReadError> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// [`Self::next`], polled.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, ReadError>> {
         loop {
-            let frame = self.frames.next().await?;
+            let frame = ready!(self.frames.poll_next(cx))?;
             if let Some(message) = self.assembler.take(frame)? {
-                return Ok(message);
+                return Poll::Ready(Ok(message));
             }
         }
     }

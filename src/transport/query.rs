@@ -103,13 +103,7 @@ pub fn conn_info<B>(req: &Request<B>, peer: SocketAddr, transport: &'static str)
 /// A new connection of an HTTP transport, registered with the node like a WebSocket's
 /// (it counts, drains and closes the same way); 503 when the node is full or draining.
 pub fn register(node: &Node, wire: WireFormat) -> Result<Arc<Conn>, Box<Reply>> {
-    let limits = &node.settings.limits;
-    let conn = Arc::new(Conn::new(
-        wire,
-        limits.outbox_max_bytes,
-        limits.outbox_max_frames,
-        Arc::clone(&node.metrics),
-    ));
+    let conn = node.new_conn(wire);
     if node.register(&conn) {
         Ok(conn)
     } else {

@@ -9,6 +9,8 @@
 //! lets go once the frame is handed out.
 //! fastwebsockets still does the handshake.
 
+use std::task::{Context, Poll, ready};
+
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::socket::ReadSide;
@@ -82,19 +84,24 @@ impl FrameReader {
 
     /// The next frame, unmasked. Cancel-safe: a dropped call loses no bytes.
     pub async fn next(&mut self) -> Result<Frame, ReadError> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// [`Self::next`], polled: what a waiting connection holds is this reader, no future.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Frame, ReadError>> {
         loop {
             if let Parsed::Frame(frame) = parse(&mut self.buf, self.max_payload)? {
                 if self.buf.is_empty() {
                     // Release the allocation with the last frame taken from it.
                     self.buf = BytesMut::new();
                 }
-                return Ok(frame);
+                return Poll::Ready(Ok(frame));
             }
             // Room for one chunk at a time, not for the length a header claims: what a
             // partly received frame holds grows with the bytes that actually arrived
             // (BytesMut grows geometrically, so a large frame still costs few copies).
-            if self.stream.read_into(&mut self.buf).await? == 0 {
-                return Err(ReadError::Eof);
+            if ready!(self.stream.poll_read_into(cx, &mut self.buf))? == 0 {
+                return Poll::Ready(Err(ReadError::Eof));
             }
         }
     }
