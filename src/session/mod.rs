@@ -13,9 +13,9 @@ mod ping;
 mod presence;
 mod publish;
 mod subscribe;
+mod subscriptions;
 mod unsubscribe;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::auth::Identity;
@@ -24,6 +24,7 @@ use crate::conn::Conn;
 use crate::node::Node;
 use crate::protocol::{Command, ReplyData, ServerMsg};
 use crate::settings::NamespacePolicy;
+use subscriptions::Subscriptions;
 
 pub use budget::TokenBucket;
 pub use error::CommandError;
@@ -40,7 +41,7 @@ pub struct Session {
     /// should not pay for its handshake (measured: 120 bytes inline, kept three times
     /// over in the connection's future before it was boxed).
     handshake: Option<Box<ConnInfo>>,
-    subscriptions: HashSet<ChannelName>,
+    subscriptions: Subscriptions,
     publish_budget: budget::TokenBucket,
     /// Subscribes and unsubscribes share one budget: each costs the node a bus round trip
     /// when it is a channel's first or last subscriber here.
@@ -65,7 +66,7 @@ impl Session {
             node,
             conn,
             handshake: Some(handshake),
-            subscriptions: HashSet::new(),
+            subscriptions: Subscriptions::default(),
             publish_budget,
             subscribe_budget,
             identity: None,
@@ -234,7 +235,7 @@ impl Session {
 
     /// Leaves every channel; called once when the connection ends, however it ends.
     pub async fn end(&mut self) {
-        for channel in std::mem::take(&mut self.subscriptions) {
+        for channel in self.subscriptions.take() {
             self.leave(&channel).await;
         }
     }

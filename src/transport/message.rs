@@ -59,8 +59,9 @@ impl MessageReader {
 /// The state between frames: pure, so every rule is tested (and fuzzed) without a socket.
 pub struct Assembler {
     max_message: usize,
-    /// A fragmented message so far: its opcode and data.
-    partial: Option<(OpCode, BytesMut)>,
+    /// A fragmented message so far: its opcode and data. Boxed: rare, and every
+    /// connection would otherwise keep the 40 bytes.
+    partial: Option<Box<(OpCode, BytesMut)>>,
 }
 
 impl Assembler {
@@ -86,22 +87,23 @@ impl Assembler {
                 if fin {
                     return finish(opcode, payload).map(Some);
                 }
-                self.partial = Some((opcode, BytesMut::from(&payload[..])));
+                self.partial = Some(Box::new((opcode, BytesMut::from(&payload[..]))));
                 Ok(None)
             }
             OpCode::Continuation => {
-                let Some((first, mut data)) = self.partial.take() else {
+                let Some(mut partial) = self.partial.take() else {
                     return Err(ReadError::Protocol("continuation with nothing to continue"));
                 };
+                let (first, data) = &mut *partial;
                 let total = data.len() + payload.len();
                 if total > self.max_message {
                     return Err(ReadError::TooBig(total as u64));
                 }
                 data.extend_from_slice(&payload);
                 if fin {
-                    return finish(first, data.freeze()).map(Some);
+                    return finish(*first, std::mem::take(data).freeze()).map(Some);
                 }
-                self.partial = Some((first, data));
+                self.partial = Some(partial);
                 Ok(None)
             }
             OpCode::Text | OpCode::Binary => {

@@ -12,7 +12,7 @@ mod write;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -86,34 +86,30 @@ fn run(
     conn: Arc<Conn>,
     mut session: Session,
     mut reader: MessageReader,
-    write: BoxWrite,
+    mut write: BoxWrite,
     slot: AddressSlot,
 ) -> impl Future<Output = ()> + Send {
     async move {
         tracing::debug!("connected");
         let written = AtomicBool::new(false);
         {
-            let reading = async {
-                read::read_loop(&node, &conn, &mut session, &mut reader, &written).await;
-                Box::pin(session.end()).await;
-            };
-            let writing = async {
-                write::write_loop(&conn, write, &node.metrics).await;
-                written.store(true, Ordering::Relaxed);
-            };
+            let reading = read::read_loop(&node, &conn, &mut session, &mut reader, &written);
+            let writing = write::write_loop(&conn, &mut write, &node.metrics, &written);
             // Reader and writer share the connection's one task: a task of its own for
             // the writer cost 0.6 KiB per connection.
             tokio::pin!(writing, reading);
             duplex::run(writing, reading).await;
         }
-        Box::pin(finish(&node, &conn, &mut reader)).await;
+        Box::pin(finish(&node, &conn, &mut session, &mut reader)).await;
         drop(slot);
     }
 }
 
-/// What is left once reader and writer are done: a client closed for bad input still gets
-/// to read its close frame, and the node lets go of the connection.
-async fn finish(node: &Node, conn: &Conn, reader: &mut MessageReader) {
+/// What is left once reader and writer are done: the session leaves its channels, a
+/// client closed for bad input still gets to read its close frame, and the node lets go
+/// of the connection.
+async fn finish(node: &Node, conn: &Conn, session: &mut Session, reader: &mut MessageReader) {
+    session.end().await;
     let bad_input = [
         CloseCode::ProtocolError,
         CloseCode::InvalidPayload,

@@ -1,10 +1,13 @@
 //! A connection's write side: the outbox's frames onto the socket, batched.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::CLOSE_WRITE_TIMEOUT;
@@ -14,15 +17,17 @@ use crate::protocol::CloseCode;
 use crate::transport::frame::close_frame;
 use crate::transport::socket::BoxWrite;
 
-/// Writes what the outbox hands out until the connection ends; then says so.
+/// Writes what the outbox hands out until the connection ends; then says so, to the
+/// node and in `written`.
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn keeps its arguments twice"
 )]
 pub(super) fn write_loop<'a>(
     conn: &'a Conn,
-    mut write: BoxWrite,
+    write: &'a mut BoxWrite,
     metrics: &'a Metrics,
+    written: &'a AtomicBool,
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
         loop {
@@ -32,13 +37,24 @@ pub(super) fn write_loop<'a>(
                     // Aborted (e.g. slow consumer): the socket may be stuck, so only try briefly.
                     if let Some(code) = conn.close_code() {
                         let brief = Duration::from_millis(100);
-                        Box::pin(write_close(&mut write, code, brief, false)).await;
+                        Box::pin(write_close(write, code, brief, false)).await;
                     }
                     break;
                 }
                 Batch::Frames(frames) => {
-                    let Some(result) = write_unless_ended(conn, &mut write, &frames).await else {
-                        break;
+                    let mut out = Outbound::new(&frames);
+                    // Most writes complete at once; one the socket makes wait watches for
+                    // the end meanwhile, in a box: that watch is larger than the rest of
+                    // the writer, and only needed then.
+                    let first = poll_fn(|cx| Poll::Ready(out.poll_write(write, cx))).await;
+                    let result = match first {
+                        Poll::Ready(result) => result,
+                        Poll::Pending => {
+                            match Box::pin(out.write_unless_ended(conn, write)).await {
+                                Some(result) => result,
+                                None => break,
+                            }
+                        }
                     };
                     if let Err(error) = result {
                         tracing::debug!(%error, "write failed");
@@ -47,13 +63,14 @@ pub(super) fn write_loop<'a>(
                     record_written(metrics, &frames);
                 }
                 Batch::Close(code) => {
-                    Box::pin(write_close(&mut write, code, CLOSE_WRITE_TIMEOUT, true)).await;
+                    Box::pin(write_close(write, code, CLOSE_WRITE_TIMEOUT, true)).await;
                     break;
                 }
             }
         }
         // Nothing more will be written, so the connection is over.
         conn.cancel();
+        written.store(true, Ordering::Relaxed);
     }
 }
 
@@ -77,69 +94,54 @@ pub(super) async fn write_close(
     .await;
 }
 
-/// Writes the frames, unless the connection must end before the socket takes them. Every
-/// ready frame goes into one `write` where the kernel takes it all: on loopback one write
-/// of many small frames costs about what one write of one does.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn keeps its arguments twice"
-)]
-fn write_unless_ended<'a>(
-    conn: &'a Conn,
-    write: &'a mut BoxWrite,
-    frames: &'a [Outgoing],
-) -> impl Future<Output = Option<std::io::Result<()>>> + Send + 'a {
-    async move {
-        let joined: Vec<u8>;
-        let bytes: &[u8] = match frames {
-            [one] => &one.frame,
+/// A batch of frames on its way to the socket: every ready frame in one `write` where the
+/// kernel takes it all (on loopback one write of many small frames costs about what one
+/// write of one does), and how much of it the socket took so far.
+struct Outbound {
+    bytes: Bytes,
+    at: usize,
+}
+
+impl Outbound {
+    fn new(frames: &[Outgoing]) -> Self {
+        let bytes = match frames {
+            [one] => one.frame.clone(),
             _ => {
                 let total = frames.iter().map(|o| o.frame.len()).sum();
                 let mut buf = Vec::with_capacity(total);
                 for o in frames {
                     buf.extend_from_slice(&o.frame);
                 }
-                joined = buf;
-                &joined
+                Bytes::from(buf)
             }
         };
-        let mut at = 0;
-        // Most writes complete at once, and need nothing kept while they wait.
-        let first =
-            std::future::poll_fn(|cx| Poll::Ready(poll_write_from(write, cx, bytes, &mut at)));
-        if let Poll::Ready(result) = first.await {
-            return Some(result);
-        }
-        // One the socket makes wait watches for the end meanwhile; boxed, as the watch is
-        // larger than the rest of the writer and only needed here.
-        Box::pin(async {
-            tokio::select! {
-                biased;
-                () = conn.cancelled() => None,
-                result = std::future::poll_fn(|cx| poll_write_from(write, cx, bytes, &mut at)) => {
-                    Some(result)
-                }
-            }
-        })
-        .await
+        Self { bytes, at: 0 }
     }
-}
 
-/// Writes `bytes` from `at` on, keeping `at` up to date, until all are written.
-fn poll_write_from(
-    write: &mut BoxWrite,
-    cx: &mut Context<'_>,
-    bytes: &[u8],
-    at: &mut usize,
-) -> Poll<std::io::Result<()>> {
-    while *at < bytes.len() {
-        let n = ready!(Pin::new(&mut *write).poll_write(cx, &bytes[*at..]))?;
-        if n == 0 {
-            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+    /// Writes on from where the socket stopped taking bytes, until all are written.
+    fn poll_write(&mut self, write: &mut BoxWrite, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.at < self.bytes.len() {
+            let n = ready!(Pin::new(&mut *write).poll_write(cx, &self.bytes[self.at..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.at += n;
         }
-        *at += n;
+        Poll::Ready(Ok(()))
     }
-    Poll::Ready(Ok(()))
+
+    /// The rest of the write; `None` if the connection must end before the socket takes it.
+    async fn write_unless_ended(
+        &mut self,
+        conn: &Conn,
+        write: &mut BoxWrite,
+    ) -> Option<io::Result<()>> {
+        tokio::select! {
+            biased;
+            () = conn.cancelled() => None,
+            result = poll_fn(|cx| self.poll_write(write, cx)) => Some(result),
+        }
+    }
 }
 
 /// Bytes out, and publish-to-write latency for the frames that carry a message.
