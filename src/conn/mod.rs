@@ -19,6 +19,7 @@ use crate::channel::ChannelName;
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::CloseCode;
 use crate::wire::WireFormat;
+use replay::Replay;
 
 /// A connection id, unique within one node's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,8 +55,10 @@ pub struct Conn {
     /// How frames for this connection are encoded; the hub shares them per format.
     pub wire: WireFormat,
     metrics: Arc<Metrics>,
-    max_bytes: usize,
-    max_frames: usize,
+    /// The outbox's bounds; u32 like the queue's byte count, which keeps `Conn` within
+    /// the allocator's 160-byte class.
+    max_bytes: u32,
+    max_frames: u32,
     state: Mutex<Queue>,
     /// Cancelled when the connection must end now, for those who wait for that (a write
     /// the socket makes wait, the SSE and long-poll transports). Made by the first of them:
@@ -75,7 +78,8 @@ pub struct Outgoing {
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Outgoing>,
-    bytes: usize,
+    /// Bytes queued; below `max_bytes`, a u32.
+    bytes: u32,
     close: Option<CloseCode>,
     /// The connection must end now: the one record of it, read under the queue's lock
     /// (the token, when there is one, follows it).
@@ -84,21 +88,8 @@ struct Queue {
     /// delivery then costs one lock and one wake-up, with no waiter list to join and
     /// leave (a few % of a fan-out's CPU).
     writer: Option<Waker>,
-    /// Live messages of a channel whose history is being replayed to this connection,
-    /// kept back until the replay is queued. They count against the queue's bounds.
-    /// Boxed: held only for the moment of a replay, and 40 bytes in every queue otherwise.
-    held: Option<Box<Held>>,
-    /// Replays whose live side has not caught up yet: the history read may have seen
-    /// messages that are still on their way here through pub/sub. Until the first live
-    /// message past the replay arrives, those at or before it are dropped. Empty but for
-    /// the moments after a subscribe on a channel with history.
-    seams: Vec<(ChannelName, StreamPosition)>,
-}
-
-struct Held {
-    channel: ChannelName,
-    frames: Vec<(Option<u64>, Outgoing)>,
-    bytes: usize,
+    /// Held messages and seams of replays; `None` when there are neither.
+    replay: Option<Box<Replay>>,
 }
 
 /// Where a fanned-out frame comes from: its channel, and its offset there when the
@@ -110,22 +101,15 @@ pub struct Origin<'a> {
 }
 
 impl Queue {
-    /// Whether a live message is one a replay already covered; the first one past the
-    /// replay closes the seam.
-    fn past_seam(&mut self, origin: Origin<'_>) -> bool {
-        let Some(at) = self.seams.iter().position(|(c, _)| c == origin.channel) else {
-            return false;
-        };
-        let covered = origin.position.is_some_and(|p| {
-            p.epoch == self.seams[at].1.epoch && p.offset <= self.seams[at].1.offset
-        });
-        if !covered {
-            self.seams.swap_remove(at);
-            if self.seams.is_empty() {
-                self.seams = Vec::new();
-            }
+    fn replay(&mut self) -> &mut Replay {
+        self.replay.get_or_insert_with(Box::default)
+    }
+
+    /// Lets go of the replay state once it holds nothing.
+    fn tidy(&mut self) {
+        if self.replay.as_ref().is_some_and(|r| r.is_empty()) {
+            self.replay = None;
         }
-        covered
     }
 }
 
@@ -151,8 +135,8 @@ impl Conn {
             user: OnceLock::new(),
             wire,
             metrics,
-            max_bytes,
-            max_frames,
+            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
+            max_frames: u32::try_from(max_frames).unwrap_or(u32::MAX),
             state: Mutex::new(Queue::default()),
             cancel: OnceLock::new(),
         }
@@ -177,18 +161,14 @@ impl Conn {
         if q.close.is_some() {
             return Err(PushError::Closed);
         }
-        if let Some(origin) = origin
-            && !q.seams.is_empty()
-            && q.past_seam(origin)
+        if let (Some(origin), Some(replay)) = (origin, &mut q.replay)
+            && replay.covers(origin)
         {
             return Ok(());
         }
-        let (held_frames, held_bytes) = q
-            .held
-            .as_ref()
-            .map_or((0, 0), |h| (h.frames.len(), h.bytes));
-        if q.frames.len() + held_frames >= self.max_frames
-            || q.bytes + held_bytes + frame.len() > self.max_bytes
+        let (held_frames, held_bytes) = q.replay.as_ref().map_or((0, 0), |r| r.held());
+        if q.frames.len() + held_frames >= self.max_frames as usize
+            || q.bytes as usize + held_bytes + frame.len() > self.max_bytes as usize
         {
             drop(q);
             self.metrics.slow_consumers.inc();
@@ -197,19 +177,18 @@ impl Conn {
             self.abort(CloseCode::SlowConsumer);
             return Err(PushError::Overflowed);
         }
-        let outgoing = Outgoing {
+        let mut outgoing = Outgoing {
             frame,
             published_ms,
         };
-        if let (Some(held), Some(origin)) = (&mut q.held, origin)
-            && held.channel == *origin.channel
-        {
-            held.bytes += outgoing.frame.len();
-            held.frames
-                .push((origin.position.map(|p| p.offset), outgoing));
-            return Ok(());
+        if let (Some(origin), Some(replay)) = (origin, &mut q.replay) {
+            let Some(live) = replay.hold(origin, outgoing) else {
+                return Ok(());
+            };
+            outgoing = live;
+            q.tidy();
         }
-        q.bytes += outgoing.frame.len();
+        q.bytes += frame_len(&outgoing);
         q.frames.push_back(outgoing);
         let writer = q.writer.take();
         drop(q);
@@ -221,11 +200,7 @@ impl Conn {
     /// Holds back live messages of `channel` until [`Conn::release`]: one channel at a
     /// time, which is all a session needs (it runs one command at a time).
     pub fn hold(&self, channel: &ChannelName) {
-        self.state.lock().held = Some(Box::new(Held {
-            channel: channel.clone(),
-            frames: Vec::new(),
-            bytes: 0,
-        }));
+        self.state.lock().replay().start_holding(channel);
     }
 
     /// Queues the held messages whose offset is past `after` (and those without an
@@ -234,7 +209,7 @@ impl Conn {
     /// they come (see `seams`).
     pub fn release(&self, after: Option<&StreamPosition>) {
         let mut q = self.state.lock();
-        let Some(held) = q.held.take().map(|held| *held) else {
+        let Some(held) = q.replay.as_mut().and_then(|r| r.take_held()) else {
             return;
         };
         let mut queued = 0;
@@ -246,16 +221,14 @@ impl Conn {
                 }
                 caught_up = true;
             }
-            q.bytes += outgoing.frame.len();
+            q.bytes += frame_len(&outgoing);
             q.frames.push_back(outgoing);
             queued += 1;
         }
         if let (Some(after), false) = (after, caught_up) {
-            // Exact: most connections subscribe once, and an idle one keeps its seam until
-            // the channel's next message (a doubling Vec held 4 for 1, 0.16 KiB).
-            q.seams.reserve_exact(1);
-            q.seams.push((held.channel, after.clone()));
+            q.replay().add_seam(held.channel, after.clone());
         }
+        q.tidy();
         let writer = if queued > 0 { q.writer.take() } else { None };
         drop(q);
         if queued > 0 {
@@ -290,7 +263,8 @@ impl Conn {
         self.update(|q| {
             q.close.get_or_insert(code);
             queued = q.frames.len();
-            dropped = queued + q.held.take().map_or(0, |h| h.frames.len());
+            let held = q.replay.as_mut().and_then(|r| r.take_held());
+            dropped = queued + held.map_or(0, |h| h.frames.len());
             q.frames.clear();
             q.bytes = 0;
             q.ended = true;
@@ -374,6 +348,12 @@ impl Conn {
     }
 }
 
+/// A frame's length as the queue counts it: frames are far below 4 GiB (they are bounded
+/// by the message size limit), and the queue's bound is a u32.
+fn frame_len(outgoing: &Outgoing) -> u32 {
+    u32::try_from(outgoing.frame.len()).unwrap_or(u32::MAX)
+}
+
 /// Wakes the writer taken from the queue, once its lock is released.
 fn wake(writer: Option<Waker>) {
     if let Some(writer) = writer {
@@ -381,5 +361,6 @@ fn wake(writer: Option<Waker>) {
     }
 }
 
+mod replay;
 #[cfg(test)]
 mod tests;

@@ -35,40 +35,57 @@ impl Wake for ReaderWake {
 /// Runs both to completion. The writer is polled first and on every wake-up; the reader
 /// when it was woken, and at once after the writer ended, so that it sees the end. Pinned
 /// by the caller: a future that owned them would hold each twice.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn keeps its arguments twice"
-)]
-pub(super) fn run<'a, W, R>(
-    mut writing: Pin<&'a mut W>,
-    mut reading: Pin<&'a mut R>,
-) -> impl Future<Output = ()> + 'a
+pub(super) fn run<'a, W, R>(writing: Pin<&'a mut W>, reading: Pin<&'a mut R>) -> Duplex<'a, W, R>
 where
     W: Future<Output = ()>,
     R: Future<Output = ()>,
 {
-    async move {
-        let wake = Arc::new(ReaderWake {
-            woken: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        });
-        let reader_waker = Waker::from(Arc::clone(&wake));
-        let (mut written, mut read) = (false, false);
-        std::future::poll_fn(|cx| {
-            if !written && writing.as_mut().poll(cx).is_ready() {
-                written = true;
-                wake.woken.store(true, Ordering::Release);
-            }
-            if !read {
-                read = poll_reader(&wake, &reader_waker, reading.as_mut(), cx);
-            }
-            if written && read {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
+    let wake = Arc::new(ReaderWake {
+        woken: AtomicBool::new(true),
+        task: AtomicWaker::new(),
+    });
+    Duplex {
+        writing: Some(writing),
+        reading: Some(reading),
+        reader_waker: Waker::from(Arc::clone(&wake)),
+        wake,
+    }
+}
+
+/// A future by hand rather than an `async` block: every connection keeps it, and this is
+/// half the size (what each half still has to do is whether its future is still there).
+pub(super) struct Duplex<'a, W, R> {
+    writing: Option<Pin<&'a mut W>>,
+    reading: Option<Pin<&'a mut R>>,
+    wake: Arc<ReaderWake>,
+    reader_waker: Waker,
+}
+
+impl<W, R> Future for Duplex<'_, W, R>
+where
+    W: Future<Output = ()>,
+    R: Future<Output = ()>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Unpin: it holds only pinned references and handles.
+        let this = self.get_mut();
+        if let Some(writing) = &mut this.writing
+            && writing.as_mut().poll(cx).is_ready()
+        {
+            this.writing = None;
+            this.wake.woken.store(true, Ordering::Release);
+        }
+        if let Some(reading) = &mut this.reading
+            && poll_reader(&this.wake, &this.reader_waker, reading.as_mut(), cx)
+        {
+            this.reading = None;
+        }
+        match (&this.writing, &this.reading) {
+            (None, None) => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
     }
 }
 

@@ -2,9 +2,9 @@
 //! timers (idle timeout, heartbeat ping, the session's auth deadline).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::conn::Conn;
@@ -60,7 +60,7 @@ impl Timers {
 }
 
 /// Reads and handles the client's messages until the connection closes, or until the
-/// writer has ended (`written`; the writer always ends once the connection must).
+/// writer has ended (which ends the connection; the writer always ends once it must).
 ///
 /// Not an `async fn`, here and in the writer: one keeps each argument twice, as passed
 /// and as bound, in a future every connection holds.
@@ -73,50 +73,41 @@ pub(super) fn read_loop<'a>(
     conn: &'a Conn,
     session: &'a mut Session,
     reader: &'a mut MessageReader,
-    written: &'a AtomicBool,
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
         let settings = &node.settings;
         let mut timers = Timers::new(settings);
         let timer = tokio::time::sleep_until(timers.next(settings, session));
-        // No waker needed: the writer ends inside the task's poll that then polls this.
-        let writer_ended = std::future::poll_fn(|_| match written.load(Ordering::Relaxed) {
+        // No waker needed: the writer ends (and ends the connection) inside the task's
+        // poll that then polls this.
+        let writer_ended = std::future::poll_fn(|_| match conn.is_cancelled() {
             true => Poll::Ready(()),
             false => Poll::Pending,
         });
         tokio::pin!(timer, writer_ended);
         loop {
-            let message = tokio::select! {
-                biased;
-                () = &mut writer_ended => return,
-                () = &mut timer => {
-                    if !timers.fire(settings, conn, session) {
-                        return;
+            // In a block of its own, so that the message is not kept beside its payload
+            // while the payload is handled (40 bytes in every connection's future).
+            let payload = {
+                let message = tokio::select! {
+                    biased;
+                    () = &mut writer_ended => return,
+                    () = &mut timer => {
+                        if !timers.fire(settings, conn, session) {
+                            return;
+                        }
+                        timer.as_mut().reset(timers.next(settings, session));
+                        continue;
                     }
-                    timer.as_mut().reset(timers.next(settings, session));
-                    continue;
-                }
-                message = std::future::poll_fn(|cx| reader.poll_next(cx)) => message,
-            };
-            timers.last_heard = Instant::now();
-            let payload = match message {
-                Err(error) => return on_read_error(conn, &error),
-                Ok(Message::Ping(payload)) => {
-                    node.metrics.bytes_in.add(payload.len() as u64);
-                    let _ = conn.push(pong_frame(&payload));
-                    continue;
-                }
-                Ok(Message::Pong) => continue,
-                Ok(Message::Close) => return conn.close(CloseCode::Normal),
-                // Text frames carry text codecs, binary frames the others.
-                Ok(Message::Text(payload)) if conn.wire.codec.is_text() => payload,
-                Ok(Message::Binary(payload)) if !conn.wire.codec.is_text() => payload,
-                Ok(Message::Text(_) | Message::Binary(_)) => {
-                    wrong_frame_type(session, conn.wire);
-                    continue;
+                    message = std::future::poll_fn(|cx| reader.poll_next(cx)) => message,
+                };
+                timers.last_heard = Instant::now();
+                match take(node, conn, session, message) {
+                    Next::Handle(payload) => payload,
+                    Next::Read => continue,
+                    Next::Stop => return,
                 }
             };
-            node.metrics.bytes_in.add(payload.len() as u64);
             // Boxed: the handling future is large and only needed while a message is handled,
             // not in every idle connection's future.
             Box::pin(session.handle(&payload)).await;
@@ -127,6 +118,45 @@ pub(super) fn read_loop<'a>(
             }
         }
     }
+}
+
+/// What a message asks of the read loop.
+enum Next {
+    /// Hand this payload to the session.
+    Handle(Bytes),
+    /// Nothing to hand on (a control frame, a rejected frame): read on.
+    Read,
+    /// The connection is closing.
+    Stop,
+}
+
+/// Answers control frames and wrong frame types, and picks out what the session handles.
+fn take(node: &Node, conn: &Conn, session: &Session, message: Result<Message, ReadError>) -> Next {
+    let payload = match message {
+        Err(error) => {
+            on_read_error(conn, &error);
+            return Next::Stop;
+        }
+        Ok(Message::Ping(payload)) => {
+            node.metrics.bytes_in.add(payload.len() as u64);
+            let _ = conn.push(pong_frame(&payload));
+            return Next::Read;
+        }
+        Ok(Message::Pong) => return Next::Read,
+        Ok(Message::Close) => {
+            conn.close(CloseCode::Normal);
+            return Next::Stop;
+        }
+        // Text frames carry text codecs, binary frames the others.
+        Ok(Message::Text(payload)) if conn.wire.codec.is_text() => payload,
+        Ok(Message::Binary(payload)) if !conn.wire.codec.is_text() => payload,
+        Ok(Message::Text(_) | Message::Binary(_)) => {
+            wrong_frame_type(session, conn.wire);
+            return Next::Read;
+        }
+    };
+    node.metrics.bytes_in.add(payload.len() as u64);
+    Next::Handle(payload)
 }
 
 fn wrong_frame_type(session: &Session, wire: WireFormat) {

@@ -3,7 +3,6 @@
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -17,8 +16,8 @@ use crate::protocol::CloseCode;
 use crate::transport::frame::close_frame;
 use crate::transport::socket::BoxWrite;
 
-/// Writes what the outbox hands out until the connection ends; then says so, to the
-/// node and in `written`.
+/// Writes what the outbox hands out until the connection ends; then ends it for everyone
+/// else (the reader included).
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn keeps its arguments twice"
@@ -27,12 +26,11 @@ pub(super) fn write_loop<'a>(
     conn: &'a Conn,
     write: &'a mut BoxWrite,
     metrics: &'a Metrics,
-    written: &'a AtomicBool,
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
         loop {
-            let batch = conn.next_batch().await;
-            match batch {
+            let frames = match conn.next_batch().await {
+                Batch::Frames(frames) => frames,
                 Batch::Ended => {
                     // Aborted (e.g. slow consumer): the socket may be stuck, so only try briefly.
                     if let Some(code) = conn.close_code() {
@@ -41,36 +39,31 @@ pub(super) fn write_loop<'a>(
                     }
                     break;
                 }
-                Batch::Frames(frames) => {
-                    let mut out = Outbound::new(&frames);
-                    // Most writes complete at once; one the socket makes wait watches for
-                    // the end meanwhile, in a box: that watch is larger than the rest of
-                    // the writer, and only needed then.
-                    let first = poll_fn(|cx| Poll::Ready(out.poll_write(write, cx))).await;
-                    let result = match first {
-                        Poll::Ready(result) => result,
-                        Poll::Pending => {
-                            match Box::pin(out.write_unless_ended(conn, write)).await {
-                                Some(result) => result,
-                                None => break,
-                            }
-                        }
-                    };
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "write failed");
-                        break;
-                    }
-                    record_written(metrics, &frames);
-                }
                 Batch::Close(code) => {
                     Box::pin(write_close(write, code, CLOSE_WRITE_TIMEOUT, true)).await;
                     break;
                 }
+            };
+            let mut out = Outbound::new(&frames);
+            // Most writes complete at once; one the socket makes wait watches for the end
+            // meanwhile, in a box: that watch is larger than the rest of the writer, and
+            // only needed then.
+            let first = poll_fn(|cx| Poll::Ready(out.poll_write(write, cx))).await;
+            let result = match first {
+                Poll::Ready(result) => result,
+                Poll::Pending => match Box::pin(out.write_unless_ended(conn, write)).await {
+                    Some(result) => result,
+                    None => break,
+                },
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "write failed");
+                break;
             }
+            record_written(metrics, &frames);
         }
         // Nothing more will be written, so the connection is over.
         conn.cancel();
-        written.store(true, Ordering::Relaxed);
     }
 }
 
