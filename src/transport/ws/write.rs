@@ -1,12 +1,12 @@
 //! A connection's write side: the outbox's frames onto the socket, batched.
 
+use std::borrow::Cow;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::CLOSE_WRITE_TIMEOUT;
@@ -90,22 +90,24 @@ pub(super) async fn write_close(
 /// A batch of frames on its way to the socket: every ready frame in one `write` where the
 /// kernel takes it all (on loopback one write of many small frames costs about what one
 /// write of one does), and how much of it the socket took so far.
-struct Outbound {
-    bytes: Bytes,
+struct Outbound<'a> {
+    bytes: Cow<'a, [u8]>,
     at: usize,
 }
 
-impl Outbound {
-    fn new(frames: &[Outgoing]) -> Self {
+impl<'a> Outbound<'a> {
+    fn new(frames: &'a [Outgoing]) -> Self {
         let bytes = match frames {
-            [one] => one.frame.clone(),
+            // Borrowed: every subscriber's frame is the same `Bytes`, and a clone per write
+            // was an atomic on one cache line from every worker (2% of node CPU).
+            [one] => Cow::Borrowed(&one.frame[..]),
             _ => {
                 let total = frames.iter().map(|o| o.frame.len()).sum();
                 let mut buf = Vec::with_capacity(total);
                 for o in frames {
                     buf.extend_from_slice(&o.frame);
                 }
-                Bytes::from(buf)
+                Cow::Owned(buf)
             }
         };
         Self { bytes, at: 0 }
