@@ -3,6 +3,8 @@
 //! one place that decides what overflow means: the connection is cut off as a slow
 //! consumer (close 4000), counted, and nobody else waits. Owns no socket.
 
+mod replay;
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
@@ -206,7 +208,7 @@ impl Conn {
     /// Queues the held messages whose offset is past `after` (and those without an
     /// offset), and stops holding. Those at or before `after` were replayed already, or
     /// precede where the subscription starts; any still on their way are dropped when
-    /// they come (see `seams`).
+    /// they come (see `replay`).
     pub fn release(&self, after: Option<&StreamPosition>) {
         let mut q = self.state.lock();
         let Some(held) = q.replay.as_mut().and_then(|r| r.take_held()) else {
@@ -361,6 +363,5 @@ fn wake(writer: Option<Waker>) {
     }
 }
 
-mod replay;
 #[cfg(test)]
 mod tests;

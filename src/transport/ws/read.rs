@@ -35,16 +35,21 @@ impl Timers {
         }
     }
 
+    /// When the connection goes idle, unless the client is heard before.
+    fn idle_at(&self, settings: &Settings) -> Instant {
+        self.last_heard + settings.idle_timeout()
+    }
+
     /// When the sleep must next wake.
     fn next(&self, settings: &Settings, session: &Session) -> Instant {
-        let soonest = (self.last_heard + settings.idle_timeout()).min(self.next_ping);
+        let soonest = self.idle_at(settings).min(self.next_ping);
         session.deadline().map_or(soonest, |at| soonest.min(at))
     }
 
     /// Runs what is due; `false` once the connection went idle and is closing.
     fn fire(&mut self, settings: &Settings, conn: &Conn, session: &mut Session) -> bool {
         let now = Instant::now();
-        if now >= self.last_heard + settings.idle_timeout() {
+        if now >= self.idle_at(settings) {
             conn.close(CloseCode::IdleTimeout);
             return false;
         }
