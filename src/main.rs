@@ -10,7 +10,9 @@ use roomcast::settings::{Cli, Settings};
 /// mimalloc returns freed memory to the system far more readily than glibc's malloc after
 /// bursts (connection storms allocate handshake buffers that are freed a moment later), the
 /// more so with a collect whenever a worker goes idle (see `collect_when_idle`): measured
-/// in loadtest/README.md.
+/// in loadtest/README.md. It is built without asking for transparent huge pages (the
+/// `no_thp` feature): on hosts whose THP mode is `always`, `MIMALLOC_ALLOW_THP=0` keeps
+/// them off as well, and the container image sets it.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
