@@ -45,6 +45,7 @@ type Progress = Vec<(u64, u64, u64, u64)>;
 pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     let sc = &plan.scenario;
     let usage_before = sample_nodes(&plan).await;
+    let files_before = node_files(&plan);
     let (mut workers, mut rx) = start_workers(&plan)?;
     let mut progress: Progress = vec![(0, 0, 0, 0); workers.len()];
     let mut outcome = Outcome::new(sc, &plan.targets, workers.len());
@@ -60,8 +61,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     merge(&mut outcome, sc.rooms(), &results)?;
     outcome.delivered_per_s = outcome.received_total as f64 / sc.duration_s.max(1) as f64;
     // The clients are gone with their workers: how much of their memory does a node keep?
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let usage_left = sample_nodes(&plan).await;
+    // Once the nodes have closed their sockets (19,000 leaving at once can keep a node busy
+    // for two seconds), the lowest RSS within the next 5 s: the allocator gives pages back
+    // after its purge delay (1 s) at its next collect, which an idle node may not reach
+    // for a while.
+    wait_until_released(&plan, &files_before).await;
+    let usage_left = settled_usage(&plan).await;
     let sampled = usage_before.len();
     outcome.nodes = (0..sampled)
         .map(|i| {
@@ -323,6 +328,47 @@ async fn sample_nodes(plan: &Plan) -> Vec<Option<(u64, f64)>> {
         out.push(crate::procstat::read_metrics(&host).await);
     }
     out
+}
+
+/// Each node's lowest RSS (with its CPU then) over 5 s, sampled every half second.
+async fn settled_usage(plan: &Plan) -> Vec<Option<(u64, f64)>> {
+    let mut lowest = sample_nodes(plan).await;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for (low, now) in lowest.iter_mut().zip(sample_nodes(plan).await) {
+            if let Some(now) = now
+                && low.is_none_or(|l| now.0 < l.0)
+            {
+                *low = Some(now);
+            }
+        }
+    }
+    lowest
+}
+
+/// Open files of each local node, before any client came.
+fn node_files(plan: &Plan) -> Vec<Option<usize>> {
+    plan.node_pids
+        .iter()
+        .map(|p| crate::procstat::open_files(*p))
+        .collect()
+}
+
+/// Waits, for at most 10 s, until every local node is back to the files it had open
+/// before the clients came (a few more allowed: its Redis links may have reconnected).
+async fn wait_until_released(plan: &Plan, before: &[Option<usize>]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let released = |now: Vec<Option<usize>>| {
+        now.iter()
+            .zip(before)
+            .all(|(now, before)| match (now, before) {
+                (Some(now), Some(before)) => *now <= before + 8,
+                _ => true,
+            })
+    };
+    while tokio::time::Instant::now() < deadline && !released(node_files(plan)) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// CPU seconds of each local redis-server.

@@ -46,3 +46,8 @@ pub async fn read_metrics(http_addr: &str) -> Option<(u64, f64)> {
         value("process_cpu_seconds_total")?,
     ))
 }
+
+/// How many files a local process has open (its sockets among them).
+pub fn open_files(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
