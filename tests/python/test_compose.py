@@ -232,6 +232,15 @@ def test_loadtest_against_the_cluster(cluster):
     assert summary["lost"] == 0 and summary["duplicates"] == 0
 
 
+def test_nodes_run_without_transparent_huge_pages(cluster):
+    # The image sets MIMALLOC_ALLOW_THP=0: the allocator turns THP off for the process
+    # (README "Memory"). Older kernels do not report it; then there is nothing to see.
+    for container in cluster.node_containers():
+        status = subprocess.check_output(["docker", "exec", container, "cat", "/proc/1/status"], text=True)
+        if "THP_enabled" in status:
+            assert "THP_enabled:\t0" in status, status
+
+
 def test_event_source_curl_and_websocket_share_a_room_through_the_load_balancer(cluster, browser):
     """The issue's picture: a page with only `new EventSource(...)`, a shell with only
     curl, and the demo on WebSocket, in one room, through HAProxy."""

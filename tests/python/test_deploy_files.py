@@ -68,7 +68,7 @@ def test_redis_cluster_profile():
 def test_dockerfile():
     text = (ROOT / "deploy" / "Dockerfile").read_text()
     for needle in ("ARG RUST_IMAGE=rust:1-bookworm", "ARG RUNTIME_IMAGE=debian:bookworm-slim", "USER roomcast",
-                   "STOPSIGNAL SIGTERM", "HEALTHCHECK", "--healthcheck"):
+                   "STOPSIGNAL SIGTERM", "HEALTHCHECK", "--healthcheck", "MIMALLOC_ALLOW_THP=0"):
         assert needle in text, needle
 
 
