@@ -62,9 +62,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     outcome.delivered_per_s = outcome.received_total as f64 / sc.duration_s.max(1) as f64;
     // The clients are gone with their workers: how much of their memory does a node keep?
     // Once the nodes have closed their sockets (19,000 leaving at once can keep a node busy
-    // for two seconds), the lowest RSS within the next 5 s: the allocator gives pages back
-    // after its purge delay (1 s) at its next collect, which an idle node may not reach
-    // for a while.
+    // for two seconds), the lowest RSS within the next 5 s: the allocator hands freed
+    // pages back only once they have been free for its purge delay (1 s).
     wait_until_released(&plan, &files_before).await;
     let usage_left = settled_usage(&plan).await;
     let sampled = usage_before.len();
